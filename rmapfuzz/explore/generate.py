@@ -1,0 +1,139 @@
+"""Program generation, written once against a source of choices.
+
+The same generator serves the seeded random explorer (choices from a ``random.Random``) and,
+through :class:`Choices`, any other source.  Programs are biased the way rmap-spec 6.3 asks:
+processes that share a root (a fork in the setup), pages faulted in before the race, a walker
+(migration, NUMA migration, reclaim) on one CPU and an operation that rewrites the chain or the
+vma geometry (fork, exit, munmap, mprotect, stack growth, a fault next door) on another.
+
+The setup is tracked with a small shadow of what it creates (pids, regions, faulted pages) so
+that the concurrent operations mostly get arguments that mean something; an argument that no
+longer fits when the operation runs simply makes it fail like the system call would.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, TypeVar
+
+import attrs
+
+from rmapfuzz.kernel.objects import PAGE_SIZE, TASK_LO
+from rmapfuzz.program import Op, Program, TaskProgram
+
+T = TypeVar("T")
+
+WALKERS = ("migrate", "move_pages", "reclaim")
+MUTATORS = ("fork", "exit", "munmap", "mprotect", "fault", "fault_below", "move_pages")
+
+
+class Choices(Protocol):
+    def integer(self, lo: int, hi: int) -> int:
+        """An integer in [lo, hi]."""
+
+    def choice(self, options: Sequence[T]) -> T:
+        """One of the options."""
+
+    def boolean(self, p: float) -> bool:
+        """True with probability about p."""
+
+
+@attrs.frozen
+class GenSettings:
+    cpus: int = 2
+    max_tasks: int = 3
+    max_ops_per_task: int = 2
+
+
+@attrs.define
+class _Shadow:
+    """What the setup created, as far as the generator can tell."""
+
+    regions: dict[int, list[tuple[int, int, bool]]] = attrs.field(factory=dict)  # pid -> (start, npages, gd)
+    faulted: dict[int, set[int]] = attrs.field(factory=dict)  # pid -> addrs with a pte
+    pages: int = 0
+    next_pid: int = 2
+
+    def addrs(self, pid: int) -> list[int]:
+        out = []
+        for start, n, _ in self.regions.get(pid, []):
+            out.extend(start + i * PAGE_SIZE for i in range(n))
+        return out
+
+
+def generate(c: Choices, s: GenSettings) -> Program:
+    """A random program: a setup that builds shared state, then concurrent tasks."""
+    sh = _Shadow()
+    setup: list[Op] = []
+
+    def fault(pid: int, addr: int) -> None:
+        setup.append(Op("fault", (pid, addr)))
+        if addr not in sh.faulted.setdefault(pid, set()):
+            sh.faulted[pid].add(addr)
+            sh.pages += 1
+
+    # pid 1: one or two regions; the second may be a stack (VM_GROWSDOWN) with room to grow
+    n = c.integer(2, 6)
+    start = TASK_LO + c.integer(0, 2) * 4 * PAGE_SIZE
+    gd = c.boolean(0.3)
+    if gd:
+        start += 8 * PAGE_SIZE
+    setup.append(Op("mmap", (1, start, n, int(gd))))
+    sh.regions[1] = [(start, n, gd)]
+    if c.boolean(0.3):
+        s2 = start + (n + c.integer(0, 2)) * PAGE_SIZE
+        n2 = c.integer(1, 3)
+        if s2 + n2 * PAGE_SIZE <= TASK_LO + 0x20000:
+            setup.append(Op("mmap", (1, s2, n2, 0)))
+            sh.regions[1].append((s2, n2, False))
+    for addr in sorted({c.choice(sh.addrs(1)) for _ in range(c.integer(1, 3))}):
+        fault(1, addr)
+    pids = [1]
+    # forks build shared roots; faults in children give pages of child anon_vmas
+    for _ in range(c.integer(0, 2) if c.boolean(0.85) else 0):
+        parent = c.choice(pids)
+        setup.append(Op("fork", (parent,)))
+        child = sh.next_pid
+        sh.next_pid += 1
+        sh.regions[child] = list(sh.regions[parent])
+        sh.faulted[child] = set(sh.faulted.get(parent, set()))
+        pids.append(child)
+        if c.boolean(0.6):
+            free = [a for a in sh.addrs(child) if a not in sh.faulted[child]]
+            if free:
+                fault(child, c.choice(free))
+    if c.boolean(0.2):
+        pid = c.choice(pids)
+        start, n, _ = sh.regions[pid][0]
+        if n > 1:
+            setup.append(Op("mprotect", (pid, start, c.integer(1, n - 1), 0)))
+
+    ntasks = c.integer(2, s.max_tasks)
+    tasks = []
+    for i in range(ntasks):
+        ops = []
+        for _ in range(c.integer(1, s.max_ops_per_task)):
+            kind = c.choice(WALKERS) if i == 0 else c.choice(MUTATORS + WALKERS[:1])
+            ops.append(_op(c, kind, pids, sh))
+        cpu = i if i < s.cpus else c.integer(0, s.cpus - 1)
+        tasks.append(TaskProgram(cpu, tuple(ops)))
+    return Program(s.cpus, tuple(setup), tuple(tasks))
+
+
+def _op(c: Choices, kind: str, pids: list[int], sh: _Shadow) -> Op:
+    pid = c.choice(pids)
+    addrs = sh.addrs(pid) or [TASK_LO]
+    if kind == "migrate" or kind == "reclaim":
+        return Op(kind, (c.integer(1, max(sh.pages, 1)),))
+    if kind == "move_pages":
+        faulted = sorted(sh.faulted.get(pid, ())) or addrs
+        return Op(kind, (pid, c.choice(faulted)))
+    if kind == "fork" or kind == "exit":
+        return Op(kind, (pid,))
+    if kind == "munmap":
+        return Op(kind, (pid, c.choice(addrs), c.integer(1, 3)))
+    if kind == "mprotect":
+        return Op(kind, (pid, c.choice(addrs), c.integer(1, 3), c.integer(0, 1)))
+    if kind == "fault_below":
+        start, _, _ = c.choice(sh.regions.get(pid, [(TASK_LO + PAGE_SIZE, 1, False)]))
+        return Op("fault", (pid, start - c.integer(1, 2) * PAGE_SIZE))
+    return Op("fault", (pid, c.choice(addrs)))
