@@ -1,7 +1,7 @@
 """Blocking primitives: spinlock, mutex, rwsem, bit lock (PG_locked).
 
-A lock only holds state; the engine decides who may run.  A task that cannot take a sleeping
-lock leaves its CPU; a task spinning on a spinlock keeps its CPU, and with it preemption off.
+A lock only holds state; the engine decides who may run.  Holding a spinlock disables
+preemption on the holder's CPU; waiting for any lock does not by itself keep the CPU.
 Reader/writer fairness is not modelled: a reader is admitted whenever no writer holds the rwsem
 (the kernel would queue it behind a waiting writer; that only adds waits, never removes them).
 """

@@ -9,8 +9,9 @@ default applies: keep running the last task if it can run, else the lowest runna
 
 CPU model: each task is pinned to a CPU.  A CPU runs one task at a time; another task of the
 same CPU may take it only when the current one sleeps, finishes, or is preemptible (holds no
-spinlock, is not in an RCU read section, is not spinning).  A task waiting for a sleeping lock
-leaves its CPU; a task spinning on a spinlock keeps it.
+spinlock and is not in an RCU read section).  A task waiting in front of a contended spinlock
+without holding one counts as preempted just before spin_lock(): it has done nothing
+observable yet.  ``max_steps`` bounds the whole run, setup included.
 """
 
 from __future__ import annotations
@@ -186,10 +187,10 @@ class Engine:
                 while True:
                     self._step(t)
                     n += 1
-                    if t.done or (budget and n >= budget) or not self._runnable(t):
-                        break
                     if len(self.trace) > limit:
                         raise ModelError(f"run exceeded {limit} steps in {t.op_label}")
+                    if t.done or (budget and n >= budget) or not self._runnable(t):
+                        break
             for obs in self._quiescent_obs:
                 obs(self)
         except FindingError as e:

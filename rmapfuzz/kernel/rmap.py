@@ -432,7 +432,7 @@ class Rmap(IntervalTreeOps):
         yield ev.Mark("walk-end", ret == SWAP_AGAIN)
         return ret
 
-    def _try_to_unmap_one_mapped(self, page: Page, vma: Vma, address: int, flags: Any) -> Gen:
+    def try_to_unmap_one_check_mapped(self, page: Page, vma: Vma, address: int, flags: Any) -> Gen:
         """try_to_unmap_anon()'s loop body: unmap one, stop once !page_mapped(page)."""
         ret = yield from self.try_to_unmap_one(page, vma, address, flags)
         if ret == SWAP_AGAIN and (yield ev.Load(page, "mapcount")) < 0:
@@ -446,7 +446,7 @@ class Rmap(IntervalTreeOps):
             return SWAP_AGAIN
         pgoff = yield ev.Load(page, "index")
         ret = yield from self.anon_vma_interval_tree_foreach(
-            "try_to_unmap_anon", page, anon_vma, pgoff, self._try_to_unmap_one_mapped, flags
+            "try_to_unmap_anon", page, anon_vma, pgoff, self.try_to_unmap_one_check_mapped, flags
         )
         yield from self.page_unlock_anon_vma_read(anon_vma)
         return ret

@@ -97,12 +97,12 @@ class Syscalls(Migrate):
         if mm is None:
             return ESRCH
         yield ev.Acquire(mm.mmap_sem, "r")
-        ret = yield from self._do_page_fault_locked(mm, addr)
+        ret = yield from self.do_page_fault_locked(mm, addr)
         yield ev.Release(mm.mmap_sem, "r")
         yield from self.mmput(mm)
         return ret
 
-    def _do_page_fault_locked(self, mm: Any, addr: int) -> Gen:
+    def do_page_fault_locked(self, mm: Any, addr: int) -> Gen:
         vma = yield from self.find_vma(mm, addr)
         if vma is None:
             return EFAULT

@@ -62,7 +62,7 @@ class LocklessWalk(Mainline):
         yield ev.RCU_READ_UNLOCK
         pgoff = yield ev.Load(page, "index")
         return (yield from self.anon_vma_interval_tree_foreach(
-            "try_to_unmap_anon", page, anon_vma, pgoff, self._try_to_unmap_one_mapped, flags
+            "try_to_unmap_anon", page, anon_vma, pgoff, self.try_to_unmap_one_check_mapped, flags
         ))
 
 

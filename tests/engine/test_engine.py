@@ -1054,3 +1054,28 @@ def test_max_steps_stops_a_runaway_decision(where):
         with pytest.raises(ModelError, match=r"^setup exceeded 100 steps$"):
             eng.run([], ReplayScheduler([]), setup=busy)
     assert len(eng.trace) == 101
+
+
+class _Runaway(Exception):
+    pass
+
+
+def _busy_wait(c):
+    """Busy-waits on c->x (which nobody sets); gives up loudly after 5000 loads."""
+    for _ in range(5000):
+        yield ev.Load(c, "x")
+    raise _Runaway("engine let a run go 5000 steps with max_steps=100")
+
+
+class _OneStepAtATime:
+    """A scheduler (like a random explorer) that hands out one-step decisions forever."""
+
+    def pick(self, runnable, last):
+        return runnable[0], 1
+
+
+def test_max_steps_stops_a_run_of_short_decisions():
+    """A run made of many one-step decisions is stopped with ModelError after max_steps too."""
+    eng = Engine(ncpus=1, max_steps=100)
+    with pytest.raises(ModelError, match="exceeded 100 steps"):
+        eng.run([(0, "t", [op("busy", _busy_wait, Cell(1))])], _OneStepAtATime())

@@ -1,0 +1,188 @@
+"""The ``rmapfuzz`` command.
+
+Exit status: 0 no finding, 1 a finding, 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Any, NoReturn, Sequence
+
+from rmapfuzz import __version__
+from rmapfuzz.errors import RmapfuzzError, UsageError
+
+EXIT_CLEAN, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds: ``90``, ``1.5``, ``30s``, ``10m``, ``8h``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise UsageError(f"--time {text!r}: expected seconds, or a number with s, m or h")
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if value <= 0:
+        raise UsageError(f"--time {text!r}: must be positive")
+    return value
+
+
+def _positive(name: str, value: int | None, lo: int = 1, hi: int | None = None) -> None:
+    if value is None:
+        return
+    if value < lo or (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise UsageError(f"{name} must be {rng}, got {value}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="rmapfuzz",
+        description="Fuzz a step-level model of the Linux anonymous reverse map for torn "
+        "anon_vma chains and other rmap races.",
+    )
+    p.add_argument("--version", action="version", version=f"rmapfuzz {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    v = sub.add_parser("variants", help="list the built-in variants and their expected verdicts")
+    v.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    f = sub.add_parser(
+        "fuzz",
+        help="explore random programs and interleavings until a finding",
+        description="Explore programs (processes, vmas, pages, operations on tasks) and their "
+        "interleavings on simulated CPUs; stop at the first finding and print its trace as "
+        "per-CPU swim-lanes.",
+    )
+    f.add_argument("--variant", default="mainline",
+                   help="built-in name (see 'rmapfuzz variants'), file.py:Class or module:Class")
+    f.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a knob of the variant (repeatable), e.g. require_mmap_sem=yes")
+    f.add_argument("--explorer", default="random", choices=["random"],
+                   help="how programs and schedules are chosen (default: random)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the exploration (default 0)")
+    f.add_argument("--max-examples", type=int, default=None,
+                   help="stop after this many programs (default: no limit)")
+    f.add_argument("--time", default=None,
+                   help="stop after this long: seconds, or 30s/10m/8h (default 60 when "
+                   "--max-examples is not given)")
+    f.add_argument("--cpus", type=int, default=2, help="simulated CPUs, 1..8 (default 2)")
+    f.add_argument("--json", action="store_true",
+                   help="print the trace, then a summary JSON object as the last line")
+    return p
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    from rmapfuzz.kernel.variants import BUILTIN
+
+    for name, cls in BUILTIN.items():
+        inst = cls()
+        row = {"name": name, "summary": cls.summary, "expected": inst.expected,
+               "knobs": dict(inst.knob)}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            knobs = (" [" + ", ".join(f"{k}={'yes' if v is True else 'no' if v is False else v}"
+                                      for k, v in inst.knob.items()) + "]") if inst.knob else ""
+            print(f"{name:20} {inst.expected:6} {cls.summary}{knobs}")
+    return EXIT_CLEAN
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from rmapfuzz.explore.generate import GenSettings
+    from rmapfuzz.explore.random import explore_random
+    from rmapfuzz.kernel.variants import load_variant, parse_knob, variant_label
+    from rmapfuzz.render import finding_report, swimlanes
+
+    _positive("--cpus", args.cpus, 1, 8)
+    _positive("--max-examples", args.max_examples)
+    time_limit = parse_duration(args.time) if args.time is not None else None
+    if time_limit is None and args.max_examples is None:
+        time_limit = 60.0
+    variant = load_variant(args.variant)
+    knobs = dict(parse_knob(k) for k in args.knob)
+    label = variant_label(variant, args.variant)
+    variant(**knobs)  # unknown knobs are a usage error before anything runs
+
+    def progress(ex: Any) -> None:
+        if not args.json:
+            print(f"\r{ex.examples} examples, {ex.steps} steps, {ex.elapsed_s:.0f}s",
+                  end="", file=sys.stderr, flush=True)
+
+    ex = explore_random(
+        variant, seed=args.seed, settings=GenSettings(cpus=args.cpus), knobs=knobs,
+        max_examples=args.max_examples, time_limit=time_limit,
+        progress=progress if sys.stderr.isatty() else None,
+    )
+    if sys.stderr.isatty() and not args.json:
+        print(file=sys.stderr)
+    summary: dict[str, Any] = {
+        "variant": label,
+        "explorer": args.explorer,
+        "seed": args.seed,
+        "knobs": knobs,
+        "found": ex.outcome is not None,
+        "examples": ex.examples,
+        "steps": ex.steps,
+        "elapsed_s": round(ex.elapsed_s, 3),
+        "steps_per_s": round(ex.steps / ex.elapsed_s) if ex.elapsed_s else None,
+        "examples_per_s": round(ex.examples / ex.elapsed_s, 1) if ex.elapsed_s else None,
+        "failure": None,
+        "trace": None,
+    }
+    out = ex.outcome
+    if out is not None:
+        f = out.finding
+        assert f is not None
+        r = out.result
+        summary["failure"] = {"kind": f.kind, "message": f.message, "step": f.step}
+        summary["trace"] = {
+            "ops": out.program.n_ops,
+            "steps": r.steps,
+            "preemptions": r.preemptions,
+            "cpus": out.program.cpus,
+            "example": ex.example_index,
+            "program": out.program.to_json(),
+            "schedule": [list(d) for d in r.decisions],
+        }
+        print(f"rmapfuzz: {label}: {f.kind} after {ex.examples} examples "
+              f"({ex.elapsed_s:.1f}s), example {ex.example_index} of seed {args.seed}")
+        print(out.program.describe())
+        print(f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
+              f"  [{r.preemptions} preemptions, {r.steps} steps]")
+        print()
+        print(swimlanes(r.trace, out.program, setup_steps=r.setup_steps, finding=f))
+        print()
+        print(finding_report(f))
+    else:
+        print(f"rmapfuzz: {label}: no finding in {ex.examples} examples, {ex.steps} atomic "
+              f"steps ({ex.elapsed_s:.1f}s, seed {args.seed})")
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return EXIT_FINDING if out is not None else EXIT_CLEAN
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "variants":
+            return cmd_variants(args)
+        return cmd_fuzz(args)
+    except RmapfuzzError as e:
+        print(f"rmapfuzz: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rmapfuzz: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
