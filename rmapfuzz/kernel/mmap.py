@@ -398,5 +398,4 @@ class Mmap(Memory):
         yield from self.free_pgtables(vmas)
         for vma in vmas:
             yield from self.remove_vma(vma)
-        yield ev.Store(mm, "mmap", ())
 
