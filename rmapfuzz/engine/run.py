@@ -126,6 +126,12 @@ class Engine:
         self._quiescent_obs = [
             o.on_quiescent for o in self.observers if hasattr(o, "on_quiescent")
         ]
+        self._setup: Task | None = None
+        self._setup_ended = False
+        self.setup_steps = 0
+        self.decisions: list[tuple[int, int]] = []
+        self.preemptions = 0
+        self.last: int | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -137,73 +143,122 @@ class Engine:
         setup: Sequence[OpCall] = (),
     ) -> RunResult:
         """Run ``setup`` alone on CPU 0, then ``tasks`` (cpu, name, ops) under ``scheduler``."""
-        decisions: list[tuple[int, int]] = []
-        preemptions = 0
-        setup_steps = 0
-        finding: Finding | None = None
         try:
-            if setup:
-                st = Task(SETUP_TID, 0, "setup", setup)
-                self._start_next_op(st)
-                while not st.done:
-                    if not self._runnable(st):
-                        self._deadlock([st])
-                    self._step(st)
-                    if len(self.trace) > self.max_steps:
-                        raise ModelError(f"setup exceeded {self.max_steps} steps")
-                setup_steps = len(self.trace)
-                self.cpu_current = [None] * self.ncpus
-                for obs in self._quiescent_obs:
-                    obs(self)
-            self.tasks = [Task(i, cpu, name, ops) for i, (cpu, name, ops) in enumerate(tasks)]
-            for t in self.tasks:
-                self._start_next_op(t)
-            last: int | None = None
-            exhausted = False
-            tasks_ = self.tasks
+            for call in setup:
+                self.setup_op(call)
+            for cpu, name, ops in tasks:
+                self.spawn(cpu, name, ops)
             while True:
-                runnable = tuple(t.tid for t in tasks_ if not t.done and self._runnable(t))
+                runnable = self.runnable()
                 if not runnable:
-                    live = [t for t in tasks_ if not t.done]
-                    if not live:
-                        break
-                    self._deadlock(live)
-                choice = None if exhausted else scheduler.pick(runnable, last)
+                    break
+                choice = scheduler.pick(runnable, self.last)
                 if choice is None:
-                    exhausted = True
-                    tid = last if last in runnable else runnable[0]
-                    budget = 0
-                else:
-                    tid, budget = choice
-                    if tid not in runnable:
-                        raise ReplayDivergence(len(self.trace), tid, runnable)
-                    decisions.append((tid, budget))
-                if last is not None and tid != last and last in runnable:
-                    preemptions += 1
-                last = tid
-                t = tasks_[tid]
-                n = 0
-                limit = self.max_steps
-                while True:
-                    self._step(t)
-                    n += 1
-                    if len(self.trace) > limit:
-                        raise ModelError(f"run exceeded {limit} steps in {t.op_label}")
-                    if t.done or (budget and n >= budget) or not self._runnable(t):
-                        break
-            for obs in self._quiescent_obs:
-                obs(self)
+                    break
+                self.decide(*choice)
+            self.finish()
         except FindingError as e:
-            finding = self._finding(e)
+            return self.result(e)
+        return self.result()
+
+    # The same run, one piece at a time (the Hypothesis machine drives the engine this way):
+    # setup_op()*, spawn()*, decide()*, finish(); then result().
+
+    def setup_op(self, call: OpCall) -> None:
+        """Run one more setup operation to completion, alone on CPU 0."""
+        if self.tasks:
+            raise ModelError("setup operations must come before the first task is spawned")
+        st = self._setup
+        if st is None:
+            st = self._setup = Task(SETUP_TID, 0, "setup", [])
+        st.ops.append(call)
+        st.done = False
+        st.op_index = len(st.ops) - 2  # _start_next_op() moves to the new operation
+        self._start_next_op(st)
+        while not st.done:
+            if not self._runnable(st):
+                self._deadlock([st])
+            self._step(st)
+            if len(self.trace) > self.max_steps:
+                raise ModelError(f"setup exceeded {self.max_steps} steps")
+        self.setup_steps = len(self.trace)
+
+    def spawn(self, cpu: int, name: str, ops: Sequence[OpCall]) -> Task:
+        """Add a task; all tasks are spawned before the first decision."""
+        if self.decisions:
+            raise ModelError("tasks must be spawned before the first decision")
+        if not self.tasks:
+            self._end_setup()
+        t = Task(len(self.tasks), cpu, name, ops)
+        self.tasks.append(t)
+        self._start_next_op(t)
+        return t
+
+    def runnable(self) -> tuple[int, ...]:
+        """The ids of the tasks that can take a step now (raises on deadlock)."""
+        runnable = tuple(t.tid for t in self.tasks if not t.done and self._runnable(t))
+        if not runnable:
+            live = [t for t in self.tasks if not t.done]
+            if live:
+                self._deadlock(live)
+        return runnable
+
+    def decide(self, tid: int, budget: int) -> None:
+        """Let task ``tid`` run ``budget`` steps (0: until it blocks or finishes)."""
+        runnable = self.runnable()
+        if tid not in runnable:
+            raise ReplayDivergence(len(self.trace), tid, runnable)
+        self.decisions.append((tid, budget))
+        self._run_task(tid, budget, runnable)
+
+    def finish(self) -> None:
+        """Run to the end with the default policy, then the quiescent checks."""
+        if not self.tasks:
+            self._end_setup()
+        while True:
+            runnable = self.runnable()
+            if not runnable:
+                break
+            last = self.last
+            self._run_task(last if last in runnable else runnable[0], 0, runnable)
+        for obs in self._quiescent_obs:
+            obs(self)
+
+    def result(self, error: FindingError | None = None) -> RunResult:
         return RunResult(
-            finding=finding,
+            finding=self._finding(error) if error is not None else None,
             trace=self.trace,
-            decisions=decisions,
-            steps=len(self.trace) - setup_steps,
-            preemptions=preemptions,
-            setup_steps=setup_steps,
+            decisions=self.decisions,
+            steps=len(self.trace) - self.setup_steps,
+            preemptions=self.preemptions,
+            setup_steps=self.setup_steps,
             tasks=self.tasks,
         )
+
+    def _end_setup(self) -> None:
+        if self._setup_ended:
+            return
+        self._setup_ended = True
+        self.cpu_current = [None] * self.ncpus
+        if self._setup is not None:
+            for obs in self._quiescent_obs:
+                obs(self)
+
+    def _run_task(self, tid: int, budget: int, runnable: tuple[int, ...]) -> None:
+        last = self.last
+        if last is not None and tid != last and last in runnable:
+            self.preemptions += 1
+        self.last = tid
+        t = self.tasks[tid]
+        n = 0
+        limit = self.max_steps
+        while True:
+            self._step(t)
+            n += 1
+            if len(self.trace) > limit:
+                raise ModelError(f"run exceeded {limit} steps in {t.op_label}")
+            if t.done or (budget and n >= budget) or not self._runnable(t):
+                break
 
     # ------------------------------------------------------------ the step
 
