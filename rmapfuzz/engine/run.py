@@ -46,7 +46,7 @@ class Scheduler(Protocol):
 class Observer(Protocol):
     """Oracles implement any of (all optional): on_step(engine, index, task, event, result),
     on_mark(engine, task, mark), on_op_end(engine, task), on_quiescent(engine) -- the last
-    after the setup and after the last task."""
+    after each setup operation and after the last task."""
 
 
 class Task:
@@ -127,7 +127,6 @@ class Engine:
             o.on_quiescent for o in self.observers if hasattr(o, "on_quiescent")
         ]
         self._setup: Task | None = None
-        self._setup_ended = False
         self.setup_steps = 0
         self.decisions: list[tuple[int, int]] = []
         self.preemptions = 0
@@ -182,13 +181,14 @@ class Engine:
             if len(self.trace) > self.max_steps:
                 raise ModelError(f"setup exceeded {self.max_steps} steps")
         self.setup_steps = len(self.trace)
+        self.cpu_current[0] = None
+        for obs in self._quiescent_obs:  # between two setup operations nothing is in flight
+            obs(self)
 
     def spawn(self, cpu: int, name: str, ops: Sequence[OpCall]) -> Task:
         """Add a task; all tasks are spawned before the first decision."""
         if self.decisions:
             raise ModelError("tasks must be spawned before the first decision")
-        if not self.tasks:
-            self._end_setup()
         t = Task(len(self.tasks), cpu, name, ops)
         self.tasks.append(t)
         self._start_next_op(t)
@@ -208,13 +208,16 @@ class Engine:
         runnable = self.runnable()
         if tid not in runnable:
             raise ReplayDivergence(len(self.trace), tid, runnable)
-        self.decisions.append((tid, budget))
+        d = self.decisions
+        if d and d[-1][0] == tid and d[-1][1] and self.last == tid:
+            # (t, a) then (t, b) with nothing in between is (t, a + b); (t, a), (t, 0) is (t, 0)
+            d[-1] = (tid, d[-1][1] + budget if budget else 0)
+        else:
+            d.append((tid, budget))
         self._run_task(tid, budget, runnable)
 
     def finish(self) -> None:
         """Run to the end with the default policy, then the quiescent checks."""
-        if not self.tasks:
-            self._end_setup()
         while True:
             runnable = self.runnable()
             if not runnable:
@@ -234,15 +237,6 @@ class Engine:
             setup_steps=self.setup_steps,
             tasks=self.tasks,
         )
-
-    def _end_setup(self) -> None:
-        if self._setup_ended:
-            return
-        self._setup_ended = True
-        self.cpu_current = [None] * self.ncpus
-        if self._setup is not None:
-            for obs in self._quiescent_obs:
-                obs(self)
 
     def _run_task(self, tid: int, budget: int, runnable: tuple[int, ...]) -> None:
         last = self.last

@@ -56,10 +56,13 @@ class Fork(Mmap):
             yield ev.Free(mm)
 
     def exit_mm(self, task: TaskStruct) -> Gen:
-        """kernel/exit.c exit_mm(): task->mm = NULL under task_lock(), then mmput()."""
+        """kernel/exit.c exit_mm(): task->mm = NULL under task_lock(), then mmput().
+        Returns -ESRCH for a task that has exited already (the exit operation's result)."""
         yield ev.Acquire(task.alloc_lock)
         mm = yield ev.Load(task, "mm")
         yield ev.Store(task, "mm", None)
         yield ev.Release(task.alloc_lock)
-        if mm is not None:
-            yield from self.mmput(mm)
+        if mm is None:
+            return -3  # -ESRCH: this process has exited already
+        yield from self.mmput(mm)
+        return 0

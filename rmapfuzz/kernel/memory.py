@@ -70,10 +70,10 @@ class Memory(Rmap):
             return
         assert type(pte) is Present
         if pte.write:
-            pte = Present(pte.page, False)
+            pte = Present(pte.page, False, pte.young)
             yield ev.Store(src_pt, "ptes", pte, addr)  # ptep_set_wrprotect()
         yield from self.page_dup_rmap(pte.page)
-        yield ev.Store(dst_pt, "ptes", pte, addr)
+        yield ev.Store(dst_pt, "ptes", Present(pte.page, False, False), addr)  # pte_mkold()
 
     def copy_pte_range(
         self, dst_mm: MM, src_mm: MM, vma: Vma, addr: int, end: int
@@ -169,13 +169,20 @@ class Memory(Rmap):
         return 0
 
     def handle_pte_fault(self, mm: MM, vma: Vma, address: int) -> Gen:
-        """mm/memory.c handle_pte_fault(): read the pte without the lock and dispatch."""
+        """mm/memory.c handle_pte_fault(): read the pte without the lock and dispatch; a present
+        pte is made young under the PTL."""
         pt = yield from self.pte_lockptr(mm, address)
         entry = yield ev.Load(pt, "ptes", address)
         if entry is None:
             return (yield from self.do_anonymous_page(mm, vma, address))
         if type(entry) is Migration:
             return (yield from self.do_swap_page(mm, vma, address, entry))
+        yield ev.Acquire(pt.ptl)
+        if (yield ev.Load(pt, "ptes", address)) == entry and entry.write and not entry.young:
+            # pte_mkyoung() + ptep_set_access_flags(); a write to a read-only pte would be
+            # do_wp_page(), which this model does not have
+            yield ev.Store(pt, "ptes", Present(entry.page, True, True), address)
+        yield ev.Release(pt.ptl)
         return 0
 
     def handle_mm_fault(self, mm: MM, vma: Vma, address: int) -> Gen:

@@ -46,7 +46,7 @@ class Migrate(Fork):
         yield ev.Acquire(pt.ptl)
         pte = yield ev.Load(pt, "ptes", addr)
         if type(pte) is Migration and (yield from self.migration_entry_to_page(pte)) is old:
-            yield ev.Store(pt, "ptes", Present(new, pte.write), addr)
+            yield ev.Store(pt, "ptes", Present(new, pte.write, False), addr)  # pte_mkold()
             yield from self.page_add_anon_rmap(new, vma, addr)
         yield ev.Release(pt.ptl)
         return SWAP_AGAIN

@@ -244,9 +244,11 @@ class Mmap(Memory):
         """mm/mmap.c expand_downwards(): grow a VM_GROWSDOWN vma with mmap_sem held only for
         read; the root anon_vma lock is what serialises it against rmap walks and against
         concurrent expand_stack()s."""
+        # "We must make sure the anon_vma is allocated so that the anon_vma locking is not
+        # a noop" -- before security_mmap_addr() refuses an address below mmap_min_addr.
+        yield from self.anon_vma_prepare(vma)
         if address < TASK_LO:
             return -1
-        yield from self.anon_vma_prepare(vma)
         anon_vma = yield ev.Load(vma, "anon_vma")  # vma_lock_anon_vma()
         yield from self.anon_vma_lock_write(anon_vma)
         error = 0

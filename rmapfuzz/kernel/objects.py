@@ -42,13 +42,14 @@ def flags_str(flags: int) -> str:
 
 @attrs.frozen(repr=False)
 class Present:
-    """A present pte mapping ``page``."""
+    """A present pte mapping ``page``; ``young`` is the accessed bit."""
 
     page: Page
     write: bool = True
+    young: bool = True
 
     def __repr__(self) -> str:
-        return f"pte({self.page.short()},{'w' if self.write else 'r'})"
+        return f"pte({self.page.short()},{'w' if self.write else 'r'}{'' if self.young else ',old'})"
 
 
 @attrs.frozen(repr=False)

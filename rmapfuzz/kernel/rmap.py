@@ -328,13 +328,15 @@ class Rmap(IntervalTreeOps):
         return None
 
     def page_referenced_one(self, page: Page, vma: Vma, address: int, arg: Any) -> Gen:
-        """mm/rmap.c page_referenced_one(): test-and-clear the young bit of one pte."""
+        """mm/rmap.c page_referenced_one(): count the pte if young, and clear the young bit."""
         mm = yield ev.Load(vma, "vm_mm")
         found = yield from self.page_check_address(page, mm, address, False)
         if found is None:
             return SWAP_AGAIN
-        pt, _ = found
-        arg["referenced"] += 1
+        pt, pte = found
+        if pte.young:  # ptep_clear_flush_young_notify()
+            yield ev.Store(pt, "ptes", Present(page, pte.write, False), address)
+            arg["referenced"] += 1
         arg["mapcount"] -= 1
         yield ev.Release(pt.ptl)
         return SWAP_AGAIN if arg["mapcount"] else SWAP_SUCCESS

@@ -111,6 +111,8 @@ class Syscalls(Migrate):
                 return EFAULT
             if (yield from self.expand_stack(vma, addr)):
                 return EFAULT
+        if not vma.vm_flags & VM_WRITE:
+            return EFAULT  # access_error(): every modelled fault is a write fault
         return (yield from self.handle_mm_fault(mm, vma, addr))
 
     def sys_fork(self, pid: int) -> Gen:
@@ -128,8 +130,7 @@ class Syscalls(Migrate):
         task = self._task(pid)
         if task is None:
             return ESRCH
-        yield from self.exit_mm(task)
-        return 0
+        return (yield from self.exit_mm(task))
 
     def sys_munmap(self, pid: int, addr: int, npages: int) -> Gen:
         """mm/mmap.c sys_munmap() -> vm_munmap(): do_munmap() under mmap_sem for write."""

@@ -221,7 +221,7 @@ class Linus2012(Mainline):
         def restore(pt: Any, vma: Vma, address: int) -> Gen:
             pte = yield ev.Load(pt, "ptes", address)
             if type(pte) is Migration and pte.page is old:
-                yield ev.Store(pt, "ptes", Present(page, pte.write), address)
+                yield ev.Store(pt, "ptes", Present(page, pte.write, False), address)
                 yield from self.page_add_anon_rmap(page, vma, address)
 
         if (yield from self._exclusive_pte(page, 2, restore)):

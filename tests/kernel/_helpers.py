@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rmapfuzz.kernel.objects import MM, AnonVma, Page, Vma, table_index
+from rmapfuzz.kernel.objects import MM, AnonVma, Page, Present, Vma, table_index
 from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.program import Op, Program, TaskProgram
 from rmapfuzz.runner import Outcome, execute
@@ -96,17 +96,23 @@ def all_ptes(out: Outcome) -> dict[tuple[int, int], Any]:
     }
 
 
+def _pte_value(p: Any) -> tuple[Any, ...]:
+    """A pte as comparable data: kind, page, write bit, and the young bit of a present pte
+    (a migration entry has none)."""
+    young = p.young if type(p) is Present else None
+    return (type(p).__name__, p.page.oid, p.write, young)
+
+
 def snapshot(out: Outcome, npages: int | None = None) -> dict[str, Any]:
-    """A comparable picture of the rmap state (ptes, pages, anon_vmas, avcs, vmas)."""
+    """A comparable picture of the rmap state (ptes with their write and young bits, pages,
+    anon_vmas, avcs, vmas)."""
     k = out.kernel
 
     def oid(x: Any) -> Any:
         return None if x is None else x.oid
 
     return {
-        "ptes": {
-            key: (type(p).__name__, p.page.oid, p.write) for key, p in all_ptes(out).items()
-        },
+        "ptes": {key: _pte_value(p) for key, p in all_ptes(out).items()},
         "pages": [(p.oid, oid(p.mapping), p.index, p.mapcount) for p in k.pages[:npages]],
         "anon_vmas": [
             (a.oid, a.freed, a.refcount, oid(a.root), tuple(n.oid for n in a.rb_root.nodes))
