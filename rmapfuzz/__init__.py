@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from rmapfuzz.engine.findings import Finding, FindingError, KernelBug
 from rmapfuzz.errors import (
     InvalidProgram,
+    InvalidReproducer,
     ModelError,
     ReplayDivergence,
     RmapfuzzError,
@@ -33,6 +34,7 @@ __all__ = [
     "FindingError",
     "GenSettings",
     "InvalidProgram",
+    "InvalidReproducer",
     "KernelBug",
     "Linus2012",
     "LocklessWalk",

@@ -77,6 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--cpus", type=int, default=2, help="simulated CPUs, 1..8 (default 2)")
     f.add_argument("--json", action="store_true",
                    help="print the trace, then a summary JSON object as the last line")
+
+    r = sub.add_parser(
+        "replay",
+        help="re-run reproducer files and check each gives its recorded outcome byte for byte",
+        description="Re-run each reproducer (program + schedule) and compare the finding, "
+        "steps, preemptions and trace hash with what it recorded.  Exit 0: all reproduce; "
+        "1: one differs; 2: a file is invalid (nothing is run, nothing is written).",
+    )
+    r.add_argument("files", nargs="+", metavar="FILE", help="reproducer JSON files")
+    r.add_argument("--json", action="store_true",
+                   help="one JSON object per file, then a summary object as the last line")
+    r.add_argument("--variant", default=None, metavar="SPEC",
+                   help="file.py:Class or module:Class for reproducers recorded with that "
+                   "variant (a reproducer never loads code by itself)")
+
+    s = sub.add_parser(
+        "show",
+        help="print a reproducer: program, schedule, swim-lanes and finding (re-running it)",
+    )
+    s.add_argument("file", metavar="FILE", help="a reproducer JSON file")
+    s.add_argument("--html", default=None, metavar="OUT",
+                   help="write the picture as one self-contained HTML page to OUT instead")
+    s.add_argument("--variant", default=None, metavar="SPEC",
+                   help="file.py:Class or module:Class, for a reproducer of a user variant")
     return p
 
 
@@ -170,11 +194,100 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return EXIT_FINDING if out is not None else EXIT_CLEAN
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Exit 0 when every file reproduces, 1 when one differs, 2 when one is invalid."""
+    from rmapfuzz import corpus
+    from rmapfuzz.errors import InvalidReproducer
+    from rmapfuzz.kernel.variants import load_variant
+
+    override = load_variant(args.variant) if args.variant else None
+    loaded, invalid = [], False
+    for path in args.files:
+        try:
+            loaded.append((path, corpus.load(path, override)))
+        except InvalidReproducer as e:
+            print(f"rmapfuzz: error: {e}", file=sys.stderr)
+            invalid = True
+    if invalid:
+        return EXIT_USAGE
+    differ = 0
+    for path, repro in loaded:
+        report = corpus.replay(repro, override)
+        differ += not report.ok
+        if args.json:
+            print(json.dumps({"file": path, "signature": repro["signature"], "ok": report.ok,
+                              "differences": report.differences}))
+        elif report.ok:
+            ops, preemptions, steps = corpus.size(repro)
+            print(f"ok      {path}: {repro['signature']} "
+                  f"({ops} ops, {preemptions} preemptions, {steps} steps)")
+        else:
+            print(f"DIFFERS {path}: {repro['signature']}")
+            print("\n".join(f"    {d}" for d in report.differences))
+    if args.json:
+        print(json.dumps({"files": len(loaded), "reproduced": len(loaded) - differ,
+                          "differ": differ}))
+    else:
+        print(f"rmapfuzz: {len(loaded) - differ} of {len(loaded)} reproducers replay their "
+              f"recorded outcome" + (f"; {differ} differ" if differ else ""))
+    return EXIT_FINDING if differ else EXIT_CLEAN
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Exit 0 when the file reproduces its recorded outcome, 1 when it differs."""
+    from pathlib import Path
+
+    from rmapfuzz import corpus
+    from rmapfuzz.kernel.variants import load_variant
+    from rmapfuzz.render import finding_report, swimlanes
+    from rmapfuzz.render_html import page
+
+    override = load_variant(args.variant) if args.variant else None
+    repro = corpus.load(args.file, override)
+    report = corpus.replay(repro, override)
+    out = report.outcome
+    knobs = " ".join(f"{k}={json.dumps(v)}" for k, v in repro["knobs"].items())
+    head = [
+        f"{args.file}: {repro['signature']}",
+        f"variant {repro['variant']}{' ' + knobs if knobs else ''}, explorer "
+        f"{repro['explorer']}, seed {repro['seed']}, recorded by rmapfuzz {repro['rmapfuzz']}",
+    ]
+    if not report.ok:
+        head.append("this replay differs from the recording:")
+        head += [f"    {d}" for d in report.differences]
+    if out is None:  # the schedule did not apply: there is no run to draw
+        print("\n".join(head))
+        return EXIT_FINDING
+    r = out.result
+    head += [out.program.describe(),
+             f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
+             f"  [{r.preemptions} preemptions, {r.steps} steps]"]
+    if args.html:
+        html = page(r.trace, out.program, setup_steps=r.setup_steps, finding=out.finding,
+                    title=f"rmapfuzz: {repro['signature']}", preamble="\n".join(head))
+        try:
+            Path(args.html).write_text(html, encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"--html {args.html}: cannot write: {e.strerror}") from None
+        print(f"rmapfuzz: wrote {args.html}")
+    else:
+        print("\n".join(head))
+        print()
+        print(swimlanes(r.trace, out.program, setup_steps=r.setup_steps, finding=out.finding))
+        print()
+        print(finding_report(out.finding) if out.finding else "no finding: the run is clean")
+    return EXIT_CLEAN if report.ok else EXIT_FINDING
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "variants":
             return cmd_variants(args)
+        if args.command == "replay":
+            return cmd_replay(args)
+        if args.command == "show":
+            return cmd_show(args)
         return cmd_fuzz(args)
     except RmapfuzzError as e:
         print(f"rmapfuzz: error: {e}", file=sys.stderr)

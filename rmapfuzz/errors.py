@@ -20,6 +20,13 @@ class InvalidProgram(RmapfuzzError):
     """A program or schedule does not have the required form."""
 
 
+class InvalidReproducer(RmapfuzzError):
+    """A reproducer file cannot be used: unreadable, malformed, or naming what cannot be run.
+
+    The message starts with the file's path and says the problem in one line.
+    """
+
+
 class ReplayDivergence(RmapfuzzError):
     """A recorded schedule names a task that is not runnable at that point."""
 

@@ -76,8 +76,8 @@ class Program:
 
     @property
     def n_ops(self) -> int:
-        """Operations that run concurrently (the setup is not counted)."""
-        return sum(len(t.ops) for t in self.tasks)
+        """Every operation of the program: the setup's and the tasks'."""
+        return len(self.setup) + sum(len(t.ops) for t in self.tasks)
 
     def to_json(self) -> dict[str, Any]:
         return {

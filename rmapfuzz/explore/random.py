@@ -88,13 +88,17 @@ def explore_random(
     max_examples: int | None = None,
     time_limit: float | None = None,
     progress: Callable[[Exploration], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Exploration:
-    """Run examples 0, 1, ... until a finding, ``max_examples`` or ``time_limit`` seconds."""
+    """Run examples 0, 1, ... until a finding, ``max_examples``, ``time_limit`` seconds or
+    ``should_stop()``."""
     ex = Exploration()
     t0 = time.perf_counter()
     i = 0
     while max_examples is None or i < max_examples:
         if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+            break
+        if should_stop is not None and i % 50 == 0 and should_stop():
             break
         outcome = run_example(variant, seed, i, settings, knobs)
         ex.examples += 1

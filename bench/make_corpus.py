@@ -1,0 +1,89 @@
+"""Regenerate the shipped corpus: a minimal reproducer per buggy built-in variant, and for each
+the same program replayed on mainline, which must be clean.
+
+    python3 bench/make_corpus.py [--out corpus]
+
+For each buggy variant the random explorer runs SEEDS with two tasks of one operation each, at
+most MAX_EXAMPLES examples per seed (a count, not a time limit, so the result does not depend on
+the machine), and the finding smallest by (ops, preemptions, steps) is kept.  Mainline then runs
+its program under the same schedule, or under the longest prefix of it that mainline's locks let
+it follow (a decision naming a task that mainline has blocked diverges); what mainline does from
+there on is recorded.  Files of the same name are replaced; run it after changing the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rmapfuzz import corpus
+from rmapfuzz.errors import ReplayDivergence
+from rmapfuzz.explore.generate import GenSettings
+from rmapfuzz.explore.random import explore_random
+from rmapfuzz.kernel.variants import BUILTIN, Mainline
+from rmapfuzz.program import Program
+from rmapfuzz.runner import Outcome, execute
+
+BUGGY = ("lockless-walk", "page-anon-vma-lock", "linus-2012")
+SEEDS = range(1, 9)
+MAX_EXAMPLES = 2000
+SETTINGS = GenSettings(max_tasks=2, max_ops_per_task=1)
+
+
+def smallest_finding(name: str) -> tuple[int, Outcome]:
+    found = []
+    for seed in SEEDS:
+        ex = explore_random(
+            BUILTIN[name], seed=seed, settings=SETTINGS, knobs=BUILTIN[name].knobs,
+            max_examples=MAX_EXAMPLES,
+        )  # fmt: skip
+        if ex.outcome is not None:
+            r = ex.outcome.result
+            found.append(((ex.outcome.program.n_ops, r.preemptions, r.steps, seed), ex.outcome))
+    if not found:
+        raise SystemExit(f"make_corpus: no {name} finding in seeds {SEEDS}")
+    (*_, seed), outcome = min(found, key=lambda f: f[0])
+    return seed, outcome
+
+
+def on_mainline(program: Program, schedule: list[tuple[int, int]]) -> Outcome:
+    """Mainline under the longest prefix of ``schedule`` it can follow."""
+    for n in range(len(schedule), -1, -1):
+        try:
+            return execute(Mainline, program, schedule[:n])
+        except ReplayDivergence:
+            continue
+    raise AssertionError("the empty schedule cannot diverge")
+
+
+def write(repro: dict, out: Path) -> Path:
+    path = out / corpus.file_name(repro)
+    path.unlink(missing_ok=True)  # a regenerated file replaces the old one, whatever its size
+    saved = corpus.save(repro, out)
+    report = corpus.replay(corpus.load(saved))
+    assert report.ok, (saved, report.differences)
+    return saved
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "corpus")
+    out = p.parse_args().out
+    for name in BUGGY:
+        seed, buggy = smallest_finding(name)
+        path = write(
+            corpus.record(name, BUILTIN[name].knobs, buggy, explorer="random", seed=seed), out
+        )
+        clean = on_mainline(buggy.program, buggy.decisions)
+        assert clean.finding is None, (name, clean.finding)
+        twin = write(corpus.record("mainline", {}, clean, explorer=f"replay:{path.name}"), out)
+        r = buggy.result
+        print(
+            f"{path.name}: seed {seed}, {buggy.program.n_ops} ops, {r.preemptions} preemptions, "
+            f"{r.steps} steps; {twin.name}: {len(clean.decisions)} of {len(buggy.decisions)} "
+            f"decisions"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The ``hypothesis`` explorer: the state machine run by Hypothesis, shrinking the first finding.
+
+Hypothesis runs in rounds of ``round_examples`` examples; round ``r`` of seed ``s`` is seeded
+``s * 1_000_003 + r``, so the run is deterministic for a seed (without a database) and a time
+limit only decides how many rounds run.  With a database (long fuzz jobs), Hypothesis first
+replays what earlier runs saved there: that is how a job resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.stateful import run_state_machine_as_test
+
+from rmapfuzz.explore.machine import RmapFinding, RmapMachine
+from rmapfuzz.explore.random import Exploration
+from rmapfuzz.kernel.variants import Mainline
+
+
+def machine_settings(
+    max_examples: int, database: str | Path | None = None, *, reuse: bool = True,
+    step_count: int = RmapMachine.step_count,
+) -> settings:
+    """Hypothesis settings for exploring with the machine; ``reuse`` replays what the database
+    holds first (a resumed job), off for later rounds of a --keep-going job."""
+    phases = [Phase.explicit, Phase.generate, Phase.target, Phase.shrink]
+    if reuse and database:
+        phases.insert(1, Phase.reuse)
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=step_count,
+        deadline=None,
+        database=DirectoryBasedExampleDatabase(str(database)) if database else None,
+        suppress_health_check=list(HealthCheck),
+        phases=phases,
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+
+
+def explore_hypothesis(
+    variant: type[Mainline],
+    *,
+    seed: int,
+    label: str | None = None,
+    knobs: dict[str, Any] | None = None,
+    cpus: int = 2,
+    max_examples: int | None = None,
+    time_limit: float | None = None,
+    database: str | Path | None = None,
+    round_examples: int = 100,
+    progress: Callable[[Exploration], None] | None = None,
+    machine: type[RmapMachine] | None = None,
+    reuse: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> Exploration:
+    """Run the machine until a finding (shrunk), ``max_examples`` or ``time_limit`` seconds."""
+    machine = machine or RmapMachine.for_variant(variant, knobs=knobs, cpus=cpus, label=label)
+    stats = machine.stats
+    ex = Exploration()
+    t0 = time.perf_counter()
+    r = 0
+    while max_examples is None or stats.examples < max_examples:
+        if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+            break
+        if should_stop is not None and should_stop():
+            break
+        n = round_examples
+        if max_examples is not None:
+            n = min(n, max_examples - stats.examples)
+        hypothesis_seed(seed * 1_000_003 + r)(machine)
+        r += 1
+        try:
+            run_state_machine_as_test(
+                machine,
+                settings=machine_settings(n, database, reuse=reuse, step_count=machine.step_count),
+            )
+        except RmapFinding as e:
+            ex.outcome = e.outcome
+            break
+        finally:
+            ex.examples, ex.steps = stats.examples, stats.steps
+            ex.elapsed_s = time.perf_counter() - t0
+        if progress is not None:
+            progress(ex)
+    ex.examples, ex.steps = stats.examples, stats.steps
+    ex.elapsed_s = time.perf_counter() - t0
+    return ex
