@@ -16,6 +16,7 @@ from rmapfuzz.errors import (
     UsageError,
 )
 from rmapfuzz.explore.generate import GenSettings, generate
+from rmapfuzz.explore.machine import RmapMachine
 from rmapfuzz.explore.random import explore_random
 from rmapfuzz.kernel.variants import (
     BUILTIN,
@@ -45,6 +46,7 @@ __all__ = [
     "PageAnonVmaLock",
     "Program",
     "ReplayDivergence",
+    "RmapMachine",
     "RmapfuzzError",
     "TaskProgram",
     "UsageError",

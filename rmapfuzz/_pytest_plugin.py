@@ -3,9 +3,10 @@
 * Every ``.json`` file whose top-level object has ``"schema"`` and ``"rmapfuzz"`` keys is one
   test item that replays it, so ``pytest corpus/`` is a regression suite; other JSON files are
   ignored.  A failing item shows what differs and the swim-lanes of the replay.
-* Options (group ``rmapfuzz``): ``--rmapfuzz-corpus DIR``, ``--rmapfuzz-save``,
-  ``--rmapfuzz-variant SPEC``, ``--rmapfuzz-profile {ci,fuzz}``, read by tests through the
-  :func:`rmapfuzz_options` fixture.
+* Options (group ``rmapfuzz``): ``--rmapfuzz-corpus DIR``, ``--rmapfuzz-save`` (machines save
+  their findings there), ``--rmapfuzz-variant SPEC`` (the variant of the ``rmapfuzz_machine``
+  fixture), ``--rmapfuzz-profile {ci,fuzz}`` (examples per machine test: 300 or 100 000), read
+  by tests through the :func:`rmapfuzz_options` fixture.
 
 Importing this module imports nothing of rmapfuzz and changes nothing: the model is loaded only
 when a corpus file is collected.
@@ -50,6 +51,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--rmapfuzz-profile", default="ci", choices=("ci", "fuzz"),
                     help="Hypothesis profile: ci (short, the default) or fuzz (long)")  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Machines made by ``RmapMachine.for_variant`` follow --rmapfuzz-profile/-save.  Nothing
+    is imported unless one of them is given."""
+    profile = config.getoption("rmapfuzz_profile")
+    save = config.getoption("rmapfuzz_save")
+    if profile != "ci" or save:
+        from rmapfuzz.explore import machine
+
+        machine.defaults.profile = profile
+        if save:
+            machine.defaults.corpus_dir = Path(config.getoption("rmapfuzz_corpus"))
+
+
+@pytest.fixture
+def rmapfuzz_machine(rmapfuzz_options: RmapfuzzOptions) -> Any:
+    """The state machine class for ``--rmapfuzz-variant`` (default mainline); a test calls
+    ``rmapfuzz_machine.run_as_test()``."""
+    from rmapfuzz.explore.machine import RmapMachine
+    from rmapfuzz.kernel.variants import load_variant, variant_label
+
+    spec = rmapfuzz_options.variant or "mainline"
+    variant = load_variant(spec)
+    return RmapMachine.for_variant(variant, label=variant_label(variant, spec))
 
 
 @pytest.fixture

@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in name (see 'rmapfuzz variants'), file.py:Class or module:Class")
     f.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                    help="set a knob of the variant (repeatable), e.g. require_mmap_sem=yes")
-    f.add_argument("--explorer", default="random", choices=["random"],
-                   help="how programs and schedules are chosen (default: random)")
+    f.add_argument("--explorer", default="hypothesis", choices=["hypothesis", "random"],
+                   help="hypothesis: the state machine, shrinking the finding (default); "
+                   "random: seeded random programs and schedules, no shrinking")
     f.add_argument("--seed", type=int, default=0, help="seed of the exploration (default 0)")
     f.add_argument("--max-examples", type=int, default=None,
                    help="stop after this many programs (default: no limit)")
@@ -75,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this long: seconds, or 30s/10m/8h (default 60 when "
                    "--max-examples is not given)")
     f.add_argument("--cpus", type=int, default=2, help="simulated CPUs, 1..8 (default 2)")
+    f.add_argument("--corpus", default="corpus", metavar="DIR",
+                   help="where findings are saved as reproducers (default: corpus)")
+    f.add_argument("--no-save", action="store_true", help="do not write reproducers")
+    f.add_argument("--workers", type=int, default=None,
+                   help="run N worker processes (seeds SEED..SEED+N-1) sharing the corpus and "
+                   "a Hypothesis database; shows progress; resumes from the database")
+    f.add_argument("--database", default=".rmapfuzz/hypothesis", metavar="DIR",
+                   help="the Hypothesis database of --workers jobs (default: "
+                   ".rmapfuzz/hypothesis)")
+    f.add_argument("--keep-going", action="store_true",
+                   help="go on after a finding, collecting distinct ones (by signature)")
     f.add_argument("--json", action="store_true",
                    help="print the trace, then a summary JSON object as the last line")
 
@@ -121,13 +133,14 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    from rmapfuzz.explore.generate import GenSettings
-    from rmapfuzz.explore.random import explore_random
+    from pathlib import Path
+
+    from rmapfuzz.fuzzjob import JobSpec, run_rounds, run_workers
     from rmapfuzz.kernel.variants import load_variant, parse_knob, variant_label
-    from rmapfuzz.render import finding_report, swimlanes
 
     _positive("--cpus", args.cpus, 1, 8)
     _positive("--max-examples", args.max_examples)
+    _positive("--workers", args.workers, 1, 64)
     time_limit = parse_duration(args.time) if args.time is not None else None
     if time_limit is None and args.max_examples is None:
         time_limit = 60.0
@@ -135,63 +148,83 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     knobs = dict(parse_knob(k) for k in args.knob)
     label = variant_label(variant, args.variant)
     variant(**knobs)  # unknown knobs are a usage error before anything runs
-
-    def progress(ex: Any) -> None:
-        if not args.json:
-            print(f"\r{ex.examples} examples, {ex.steps} steps, {ex.elapsed_s:.0f}s",
-                  end="", file=sys.stderr, flush=True)
-
-    ex = explore_random(
-        variant, seed=args.seed, settings=GenSettings(cpus=args.cpus), knobs=knobs,
-        max_examples=args.max_examples, time_limit=time_limit,
-        progress=progress if sys.stderr.isatty() else None,
+    spec = JobSpec(
+        variant=args.variant, label=label, knobs=knobs, explorer=args.explorer,
+        seed=args.seed, cpus=args.cpus, max_examples=args.max_examples, time_limit=time_limit,
+        corpus_dir=None if args.no_save else Path(args.corpus),
+        database=Path(args.database) if args.workers else None, keep_going=args.keep_going,
     )
-    if sys.stderr.isatty() and not args.json:
-        print(file=sys.stderr)
+    if args.workers:
+        res = run_workers(spec, args.workers, progress=not args.json)
+        outcome = _outcome_of(res.saved[0], variant) if res.saved else None
+    else:
+        res = run_rounds(spec, args.seed)
+        outcome = res.first
     summary: dict[str, Any] = {
         "variant": label,
         "explorer": args.explorer,
         "seed": args.seed,
         "knobs": knobs,
-        "found": ex.outcome is not None,
-        "examples": ex.examples,
-        "steps": ex.steps,
-        "elapsed_s": round(ex.elapsed_s, 3),
-        "steps_per_s": round(ex.steps / ex.elapsed_s) if ex.elapsed_s else None,
-        "examples_per_s": round(ex.examples / ex.elapsed_s, 1) if ex.elapsed_s else None,
+        "found": bool(res.signatures),
+        "examples": res.examples,
+        "steps": res.steps,
+        "elapsed_s": round(res.elapsed_s, 3),
+        "steps_per_s": round(res.steps / res.elapsed_s) if res.elapsed_s else None,
+        "examples_per_s": round(res.examples / res.elapsed_s, 1) if res.elapsed_s else None,
         "failure": None,
         "trace": None,
+        "saved": res.saved[0] if res.saved else None,
+        "findings": [{"signature": sig, "saved": path} for sig, path in res.findings],
+        "interrupted": res.interrupted,
     }
-    out = ex.outcome
-    if out is not None:
-        f = out.finding
-        assert f is not None
-        r = out.result
-        summary["failure"] = {"kind": f.kind, "message": f.message, "step": f.step}
-        summary["trace"] = {
-            "ops": out.program.n_ops,
-            "steps": r.steps,
-            "preemptions": r.preemptions,
-            "cpus": out.program.cpus,
-            "example": ex.example_index,
-            "program": out.program.to_json(),
-            "schedule": [list(d) for d in r.decisions],
-        }
-        print(f"rmapfuzz: {label}: {f.kind} after {ex.examples} examples "
-              f"({ex.elapsed_s:.1f}s), example {ex.example_index} of seed {args.seed}")
-        print(out.program.describe())
-        print(f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
-              f"  [{r.preemptions} preemptions, {r.steps} steps]")
-        print()
-        print(swimlanes(r.trace, out.program, setup_steps=r.setup_steps, finding=f))
-        print()
-        print(finding_report(f))
+    if outcome is not None:
+        _print_finding(label, outcome, res, summary)
     else:
-        print(f"rmapfuzz: {label}: no finding in {ex.examples} examples, {ex.steps} atomic "
-              f"steps ({ex.elapsed_s:.1f}s, seed {args.seed})")
+        what = "interrupted" if res.interrupted else "no finding"
+        print(f"rmapfuzz: {label}: {what} in {res.examples} examples, {res.steps} atomic steps "
+              f"({res.elapsed_s:.1f}s, {args.explorer} explorer, seed {args.seed})")
+    if len(res.signatures) > 1:
+        print(f"{len(res.signatures)} distinct findings:")
+        for sig, path in res.findings:
+            print(f"  {sig}: {path or '(not saved)'}")
     if args.json:
         print(json.dumps(summary, sort_keys=True))
-    return EXIT_FINDING if out is not None else EXIT_CLEAN
+    if res.signatures:
+        return EXIT_FINDING
+    return 130 if res.interrupted else EXIT_CLEAN
+
+
+def _outcome_of(path: str, variant: Any) -> Any:
+    from rmapfuzz import corpus
+
+    repro = corpus.load(path)
+    return corpus.replay(repro, variant_override=variant).outcome
+
+
+def _print_finding(label: str, outcome: Any, res: Any, summary: dict[str, Any]) -> None:
+    from rmapfuzz.render import finding_report, swimlanes
+
+    f = outcome.finding
+    r = outcome.result
+    summary["failure"] = {"kind": f.kind, "message": f.message, "step": f.step}
+    summary["trace"] = {
+        "ops": outcome.program.n_ops,
+        "steps": r.steps,
+        "preemptions": r.preemptions,
+        "cpus": outcome.program.cpus,
+        "program": outcome.program.to_json(),
+        "schedule": [list(d) for d in r.decisions],
+    }
+    print(f"rmapfuzz: {label}: {f.kind} after {res.examples} examples ({res.elapsed_s:.1f}s)")
+    print(outcome.program.describe())
+    print(f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
+          f"  [{r.preemptions} preemptions, {r.steps} steps]")
+    print()
+    print(swimlanes(r.trace, outcome.program, setup_steps=r.setup_steps, finding=f))
+    print()
+    print(finding_report(f))
+    if summary["saved"]:
+        print(f"\nsaved: {summary['saved']}  (rmapfuzz replay {summary['saved']})")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

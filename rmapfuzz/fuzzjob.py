@@ -46,8 +46,22 @@ class JobResult:
     interrupted: bool = False
     first: Outcome | None = None
     first_seed: int | None = None
-    saved: list[str] = attrs.field(factory=list)
-    signatures: list[str] = attrs.field(factory=list)
+    findings: list[tuple[str, str | None]] = attrs.field(factory=list)  # (signature, file)
+
+    @property
+    def signatures(self) -> list[str]:
+        return [sig for sig, _ in self.findings]
+
+    @property
+    def saved(self) -> list[str]:
+        return [path for _, path in self.findings if path]
+
+    def add(self, sig: str, path: str | None) -> bool:
+        """Record a finding; False if its signature was known already."""
+        if sig in self.signatures:
+            return False
+        self.findings.append((sig, path))
+        return True
 
 
 def _explore(spec: JobSpec, seed: int, time_limit: float | None, max_examples: int | None,
@@ -119,10 +133,7 @@ def run_rounds(
             sig, path = _save(spec, ex.outcome, round_seed)
             if res.first is None:
                 res.first, res.first_seed = ex.outcome, round_seed
-            if sig not in res.signatures:
-                res.signatures.append(sig)
-                if path is not None:
-                    res.saved.append(path)
+            if res.add(sig, path):
                 new.append((sig, path))
         if report is not None:
             report(ex.examples - seen[0], ex.steps - seen[1], new)
@@ -182,12 +193,8 @@ def run_workers(spec: JobSpec, workers: int, *, progress: bool = True) -> JobRes
                     res.examples += a
                     res.steps += b
                     for sig, path in rest[0]:
-                        if sig not in res.signatures:
-                            res.signatures.append(sig)
-                            if path:
-                                res.saved.append(path)
-                            if progress:
-                                print(f"\rfinding: {sig} -> {path}", file=sys.stderr)
+                        if res.add(sig, path) and progress:
+                            print(f"\rfinding: {sig} -> {path}", file=sys.stderr)
                     if rest[0] and not spec.keep_going:
                         stop.set()
                 elif kind == "error":
@@ -214,10 +221,7 @@ def run_workers(spec: JobSpec, workers: int, *, progress: bool = True) -> JobRes
                 res.examples += msg[2]
                 res.steps += msg[3]
                 for sig, path in msg[4]:
-                    if sig not in res.signatures:
-                        res.signatures.append(sig)
-                        if path:
-                            res.saved.append(path)
+                    res.add(sig, path)
     finally:
         stop.set()
         for p in procs:

@@ -51,7 +51,7 @@ def programs(draw: Any, cpus: int = 2, max_tasks: int = 3, max_ops_per_task: int
     return generate(_DrawChoices(draw), GenSettings(cpus, max_tasks, max_ops_per_task))
 
 
-def schedules(max_tasks: int = 3, max_run: int = 60, max_decisions: int = 8) -> Any:
+def schedules(max_tasks: int = 3, max_run: int = 40, max_decisions: int = 12) -> Any:
     """Decision lists ``[(task, run), ...]``; a decision naming a task that cannot run makes
     the run raise :class:`rmapfuzz.errors.ReplayDivergence` (filter those out with
     ``hypothesis.assume`` or catch them)."""

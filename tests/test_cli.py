@@ -39,7 +39,7 @@ def test_variants_lists_builtins_with_verdicts(capsys):
 def test_fuzz_lockless_walk_finds_the_race(capsys):
     """The 2012 RFC's lockless walk is caught, exit 1, with the JSON summary last."""
     code, out, _ = run(capsys, "fuzz", "--variant", "lockless-walk", "--explorer", "random",
-                       "--seed", "1", "--max-examples", "2000", "--json")
+                       "--seed", "1", "--max-examples", "2000", "--no-save", "--json")
     assert code == 1
     s = last_json(out)
     for key in ("variant", "explorer", "seed", "found", "examples", "steps", "elapsed_s",
@@ -51,24 +51,43 @@ def test_fuzz_lockless_walk_finds_the_race(capsys):
     assert "FINDING" in out and "cpu0" in out and ">>" in out
 
 
-def test_same_seed_same_trace_and_failure(capsys):
+@pytest.mark.parametrize(
+    "explorer, variant, seed", [("random", "page-anon-vma-lock", "2"),
+                                ("hypothesis", "lockless-walk", "1")],
+)
+def test_same_seed_same_trace_and_failure(capsys, tmp_path, explorer, variant, seed):
     """Determinism: two runs with one seed print identical trace/failure JSON."""
-    args = ("fuzz", "--variant", "page-anon-vma-lock", "--seed", "2", "--max-examples", "3000",
-            "--json")
+    args = ("fuzz", "--explorer", explorer, "--variant", variant, "--seed", seed,
+            "--max-examples", "3000", "--corpus", str(tmp_path), "--json")
     a = last_json(run(capsys, *args)[1])
     b = last_json(run(capsys, *args)[1])
     assert a["found"]
     assert (a["trace"], a["failure"]) == (b["trace"], b["failure"])
 
 
-def test_fuzz_mainline_reports_no_finding_with_counts(capsys):
+def test_hypothesis_explorer_shrinks_and_saves(capsys, tmp_path):
+    """The default explorer shrinks the lockless-walk race to a small trace and saves it."""
+    code, out, _ = run(capsys, "fuzz", "--variant", "lockless-walk", "--seed", "3",
+                       "--max-examples", "3000", "--corpus", str(tmp_path), "--json")
+    assert code == 1
+    s = last_json(out)
+    assert s["explorer"] == "hypothesis"
+    assert s["trace"]["ops"] <= 5 and s["trace"]["preemptions"] <= 3
+    assert s["saved"] and s["saved"].startswith(str(tmp_path))
+    assert run(capsys, "replay", s["saved"])[0] == 0
+
+
+@pytest.mark.parametrize("explorer", ["random", "hypothesis"])
+def test_fuzz_mainline_reports_no_finding_with_counts(capsys, tmp_path, explorer):
     """Mainline stays clean and says how much it explored."""
-    code, out, _ = run(capsys, "fuzz", "--variant", "mainline", "--seed", "1",
-                       "--max-examples", "150", "--json")
+    code, out, _ = run(capsys, "fuzz", "--variant", "mainline", "--seed", "1", "--explorer",
+                       explorer, "--max-examples", "150", "--corpus", str(tmp_path), "--json")
     assert code == 0
     s = last_json(out)
     assert s["found"] is False and s["failure"] is None and s["trace"] is None
-    assert s["examples"] == 150 and s["steps"] > 150 * 100
+    # Hypothesis may run a few examples beyond max_examples (invalid ones do not count)
+    assert 150 <= s["examples"] <= 200 and s["steps"] > 150 * 100
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -105,7 +124,7 @@ def test_user_variant_file(capsys, tmp_path):
             '''The RFC again, under another name.'''
     """))
     code, out, _ = run(capsys, "fuzz", "--variant", f"{f}:MyPatch", "--seed", "1",
-                       "--max-examples", "2000", "--json")
+                       "--max-examples", "2000", "--corpus", str(tmp_path / "c"), "--json")
     assert code == 1
     assert last_json(out)["variant"] == f"{f}:MyPatch"
 

@@ -12,36 +12,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import seed as hypothesis_seed
-from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.stateful import run_state_machine_as_test
 
-from rmapfuzz.explore.machine import RmapFinding, RmapMachine
+from rmapfuzz.explore.machine import RmapFinding, RmapMachine, machine_settings
 from rmapfuzz.explore.random import Exploration
 from rmapfuzz.kernel.variants import Mainline
-
-
-def machine_settings(
-    max_examples: int, database: str | Path | None = None, *, reuse: bool = True,
-    step_count: int = RmapMachine.step_count,
-) -> settings:
-    """Hypothesis settings for exploring with the machine; ``reuse`` replays what the database
-    holds first (a resumed job), off for later rounds of a --keep-going job."""
-    phases = [Phase.explicit, Phase.generate, Phase.target, Phase.shrink]
-    if reuse and database:
-        phases.insert(1, Phase.reuse)
-    return settings(
-        max_examples=max_examples,
-        stateful_step_count=step_count,
-        deadline=None,
-        database=DirectoryBasedExampleDatabase(str(database)) if database else None,
-        suppress_health_check=list(HealthCheck),
-        phases=phases,
-        verbosity=Verbosity.quiet,
-        report_multiple_bugs=False,
-        print_blob=False,
-    )
 
 
 def explore_hypothesis(

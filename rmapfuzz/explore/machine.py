@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.control import current_build_context
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
     rule,
+    run_state_machine_as_test,
 )
 
 from rmapfuzz.engine import Engine, Finding, FindingError, OpCall
@@ -41,6 +44,44 @@ from rmapfuzz.program import Op, Program, TaskProgram
 from rmapfuzz.runner import Outcome
 from rmapfuzz.strategies import programs, schedules
 
+
+
+#: examples per test run of the machine under pytest, by profile
+PROFILES = {"ci": 300, "fuzz": 100_000}
+
+
+@attrs.define
+class Defaults:
+    """What machines made by :meth:`RmapMachine.for_variant` get unless told otherwise; the
+    pytest plugin sets these from ``--rmapfuzz-profile`` and ``--rmapfuzz-save``."""
+
+    profile: str = "ci"
+    corpus_dir: Path | None = None
+
+
+defaults = Defaults()
+
+
+def machine_settings(
+    max_examples: int, database: str | Path | None = None, *, reuse: bool = True,
+    step_count: int = 3,
+) -> settings:
+    """Hypothesis settings for the machine; ``reuse`` replays what the database holds first (a
+    resumed job), off for later rounds of a --keep-going job."""
+    phases = [Phase.explicit, Phase.generate, Phase.target, Phase.shrink]
+    if reuse and database:
+        phases.insert(1, Phase.reuse)
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=step_count,
+        deadline=None,
+        database=DirectoryBasedExampleDatabase(str(database)) if database else None,
+        suppress_health_check=list(HealthCheck),
+        phases=phases,
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
 
 
 class RmapFinding(AssertionError):
@@ -67,7 +108,6 @@ class MachineStats:
     choices: int = 0
     first_failure_at: float | None = None
     last: Outcome | None = None
-    on_finding: Any = None
 
 
 class RmapMachine(RuleBasedStateMachine):
@@ -89,9 +129,14 @@ class RmapMachine(RuleBasedStateMachine):
         cpus: int = 2,
         label: str | None = None,
         corpus_dir: str | Path | None = None,
+        profile: str | None = None,
     ) -> type[RmapMachine]:
-        """A machine class for ``variant`` (a fresh class: its own stats and TestCase)."""
-        return type(
+        """A machine class for ``variant``: a fresh class with its own stats, and a unittest
+        ``TestCase`` whose settings follow ``profile`` (default: :data:`defaults`).  Findings
+        are saved to ``corpus_dir`` (default: :data:`defaults`, i.e. only with
+        ``--rmapfuzz-save``)."""
+        corpus = corpus_dir if corpus_dir is not None else defaults.corpus_dir
+        machine = type(
             f"{variant.__name__}Machine",
             (cls,),
             {
@@ -99,11 +144,20 @@ class RmapMachine(RuleBasedStateMachine):
                 "variant_label": label or variant.name,
                 "knobs": dict(knobs or {}),
                 "cpus": cpus,
-                "corpus_dir": Path(corpus_dir) if corpus_dir is not None else None,
+                "corpus_dir": Path(corpus) if corpus is not None else None,
                 "stats": MachineStats(),
                 "__module__": cls.__module__,
             },
         )
+        machine.TestCase.settings = machine_settings(
+            PROFILES[profile or defaults.profile], step_count=machine.step_count
+        )
+        return machine
+
+    @classmethod
+    def run_as_test(cls) -> None:
+        """Run the machine as one test (what ``TestCase`` does), raising the shrunk finding."""
+        run_state_machine_as_test(cls, settings=cls.TestCase.settings)
 
     def __init__(self) -> None:
         super().__init__()
@@ -150,9 +204,14 @@ class RmapMachine(RuleBasedStateMachine):
                      + f"  [{r.preemptions} preemptions, {r.steps} steps]")
         exc.add_note(swimlanes(r.trace, outcome.program, setup_steps=r.setup_steps, finding=f))
         exc.add_note(finding_report(f))
-        if stats.on_finding is not None:
-            for note in stats.on_finding(self, outcome) or ():
-                exc.add_note(note)
+        if self.corpus_dir is not None:
+            from rmapfuzz import corpus
+
+            path = corpus.save(
+                corpus.record(self.variant_label, self.knobs, outcome, explorer="hypothesis"),
+                self.corpus_dir,
+            )
+            exc.add_note(f"saved: rmapfuzz replay {path}")
         raise exc
 
     def _setup(self, op: Op) -> None:
