@@ -1,9 +1,14 @@
-"""Benchmarks of the explorers: throughput on mainline, time to first finding on buggy variants.
+"""Benchmarks of the explorers, all in one run on one machine.
 
     python3 bench/run.py [--quick]
 
-Writes bench/results.json and bench/results.md (a readable table).  Numbers are for this
-machine; compare runs on the same machine only.
+Compares the ``hypothesis`` explorer (the state machine: choices per operation and per
+preemption), the ``random`` explorer, and the naive baseline machine (bench/naive.py: one
+Hypothesis rule per atomic step): examples/s, atomic steps/s and Hypothesis choices per example
+on mainline; time to the first finding per buggy variant (median of the seeds; an explorer
+that does not find within the limit counts as the limit), the shrunk trace (operations,
+preemptions, steps) and the shrink time.  Writes bench/results.json and bench/results.md;
+--quick is a smoke test of this script and writes nothing.
 """
 
 from __future__ import annotations
@@ -15,87 +20,127 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-from rmapfuzz.explore.generate import GenSettings
-from rmapfuzz.explore.random import explore_random
-from rmapfuzz.kernel.variants import BUILTIN
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from naive import NaiveMachine  # noqa: E402
+
+from rmapfuzz.explore.generate import GenSettings  # noqa: E402
+from rmapfuzz.explore.hypothesis import explore_hypothesis  # noqa: E402
+from rmapfuzz.explore.machine import RmapMachine  # noqa: E402
+from rmapfuzz.explore.random import explore_random  # noqa: E402
+from rmapfuzz.kernel.variants import BUILTIN  # noqa: E402
+
+BUGGY = ("lockless-walk", "page-anon-vma-lock", "linus-2012")
 
 
-def throughput(variant: str, seconds: float) -> dict:
-    ex = explore_random(BUILTIN[variant], seed=1, settings=GenSettings(), time_limit=seconds)
-    return {
-        "variant": variant,
-        "explorer": "random",
-        "examples": ex.examples,
-        "steps": ex.steps,
-        "elapsed_s": round(ex.elapsed_s, 2),
-        "examples_per_s": round(ex.examples / ex.elapsed_s, 1),
-        "steps_per_s": round(ex.steps / ex.elapsed_s),
-        "found": ex.outcome is not None,
+def _run(explorer: str, variant: str, seed: int, *, time_limit: float,
+         max_examples: int | None = None) -> dict[str, Any]:
+    cls = BUILTIN[variant]
+    t0 = time.perf_counter()
+    machine = None
+    if explorer == "random":
+        ex = explore_random(cls, seed=seed, settings=GenSettings(), time_limit=time_limit,
+                            max_examples=max_examples)
+        first = ex.elapsed_s if ex.outcome else None
+    else:
+        base = NaiveMachine if explorer == "naive" else RmapMachine
+        machine = base.for_variant(cls)
+        ex = explore_hypothesis(cls, seed=seed, time_limit=time_limit, machine=machine,
+                                max_examples=max_examples)
+        at = machine.stats.first_failure_at
+        first = at - t0 if at is not None else None
+    out = ex.outcome
+    row: dict[str, Any] = {
+        "explorer": explorer, "variant": variant, "seed": seed,
+        "examples": ex.examples, "steps": ex.steps, "elapsed_s": round(ex.elapsed_s, 3),
+        "found": out is not None,
+        "first_finding_s": round(first, 3) if first is not None else None,
+        "shrink_s": round(ex.elapsed_s - first, 3) if first is not None else None,
+        "kind": out.finding.kind if out else None,
+        "ops": out.program.n_ops if out else None,
+        "preemptions": out.result.preemptions if out else None,
+        "shrunk_steps": out.result.steps if out else None,
     }
+    if machine is not None and ex.examples:
+        row["choices_per_example"] = round(machine.stats.choices / ex.examples, 1)
+    return row
 
 
-def time_to_finding(variant: str, seeds: range, limit: float) -> dict:
-    runs = []
-    for seed in seeds:
-        ex = explore_random(BUILTIN[variant], seed=seed, settings=GenSettings(), time_limit=limit)
-        out = ex.outcome
-        runs.append({
-            "seed": seed,
-            "found": out is not None,
-            "elapsed_s": round(ex.elapsed_s, 3),
-            "examples": ex.examples,
-            "kind": out.finding.kind if out else None,
-            "ops": out.program.n_ops if out else None,
-            "steps": out.result.steps if out else None,
-            "preemptions": out.result.preemptions if out else None,
-        })
-    found = [r["elapsed_s"] for r in runs if r["found"]]
+def throughput(explorer: str, seconds: float) -> dict[str, Any]:
+    r = _run(explorer, "mainline", 1, time_limit=seconds)
+    r["examples_per_s"] = round(r["examples"] / r["elapsed_s"], 1)
+    r["steps_per_s"] = round(r["steps"] / r["elapsed_s"])
+    return r
+
+
+def first_finding(explorer: str, variant: str, seeds: range, limit: float) -> dict[str, Any]:
+    runs = [_run(explorer, variant, s, time_limit=limit) for s in seeds]
+    times = [r["first_finding_s"] if r["found"] else limit for r in runs]
+    found = [r for r in runs if r["found"]]
+
+    def med(key: str) -> Any:
+        vals = [r[key] for r in found if r[key] is not None]
+        return statistics.median(vals) if vals else None
+
     return {
-        "variant": variant,
-        "explorer": "random",
-        "limit_s": limit,
-        "found": len(found),
-        "of": len(runs),
-        "median_s": round(statistics.median(found), 3) if found else None,
+        "explorer": explorer, "variant": variant, "limit_s": limit,
+        "found": len(found), "of": len(runs),
+        "median_first_finding_s": round(statistics.median(times), 3),
+        "median_ops": med("ops"), "median_preemptions": med("preemptions"),
+        "median_shrunk_steps": med("shrunk_steps"), "median_shrink_s": med("shrink_s"),
         "runs": runs,
     }
 
 
+def table(results: dict[str, Any]) -> str:
+    lines = ["| explorer | examples/s | atomic steps/s | Hypothesis choices/example |",
+             "|---|---|---|---|"]
+    for t in results["throughput"]:
+        lines.append(f"| {t['explorer']} | {t['examples_per_s']} | {t['steps_per_s']} | "
+                     f"{t.get('choices_per_example', '-')} |")
+    lines += ["", "| variant | explorer | found | median s to first finding | shrunk ops | "
+              "preemptions | steps | median shrink s |", "|---|---|---|---|---|---|---|---|"]
+    for f in results["first_finding"]:
+        lines.append(
+            f"| {f['variant']} | {f['explorer']} | {f['found']}/{f['of']} | "
+            f"{f['median_first_finding_s']} | {f['median_ops']} | {f['median_preemptions']} | "
+            f"{f['median_shrunk_steps']} | {f['median_shrink_s']} |")
+    c = results["checks"]
+    lines += ["", f"hypothesis steps/s / random steps/s = {c['steps_ratio']}",
+              f"naive / hypothesis median time to first lockless-walk finding = "
+              f"{c['speedup_vs_naive']}"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="short runs (a smoke test of the bench)")
+    ap.add_argument("--quick", action="store_true", help="a smoke test; writes nothing")
     args = ap.parse_args()
-    secs = 3.0 if args.quick else 30.0
-    seeds = range(1, 4) if args.quick else range(1, 12)
-    limit = 10.0 if args.quick else 60.0
-    results = {
+    secs, seeds, limit = (3.0, range(1, 3), 10.0) if args.quick else (20.0, range(1, 6), 60.0)
+    results: dict[str, Any] = {
         "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
-        "throughput": [throughput("mainline", secs)],
-        "first_finding": [
-            time_to_finding(v, seeds, limit)
-            for v in ("lockless-walk", "page-anon-vma-lock", "linus-2012")
-        ],
+        "throughput": [throughput(e, secs) for e in ("hypothesis", "random", "naive")],
+        "first_finding": [first_finding(e, v, seeds, limit)
+                          for v in BUGGY for e in ("hypothesis", "random")]
+        + [first_finding("naive", "lockless-walk", seeds, limit)],
     }
+    tp = {t["explorer"]: t for t in results["throughput"]}
+    ff = {(f["explorer"], f["variant"]): f for f in results["first_finding"]}
+    hyp = ff[("hypothesis", "lockless-walk")]["median_first_finding_s"]
+    results["checks"] = {
+        "steps_ratio": round(tp["hypothesis"]["steps_per_s"] / tp["random"]["steps_per_s"], 3),
+        "speedup_vs_naive": round(ff[("naive", "lockless-walk")]["median_first_finding_s"]
+                                  / hyp, 1) if hyp else None,
+    }
+    text = table(results)
     if not args.quick:
         (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| variant | explorer | examples/s | steps/s |", "|---|---|---|---|"]
-    for t in results["throughput"]:
-        lines.append(f"| {t['variant']} | {t['explorer']} | {t['examples_per_s']} | {t['steps_per_s']} |")
-    lines += ["", "| variant | explorer | found | median time to first finding (s) | median ops | median preemptions |",
-              "|---|---|---|---|---|---|"]
-    for f in results["first_finding"]:
-        ok = [r for r in f["runs"] if r["found"]]
-        mops = statistics.median(r["ops"] for r in ok) if ok else None
-        mpre = statistics.median(r["preemptions"] for r in ok) if ok else None
-        lines.append(f"| {f['variant']} | {f['explorer']} | {f['found']}/{f['of']} | {f['median_s']} | {mops} | {mpre} |")
-    table = "\n".join(lines) + "\n"
-    if not args.quick:
-        (HERE / "results.md").write_text(table)
-    print(table)
+        (HERE / "results.md").write_text(text)
+    print(text)
     return 0
 
 

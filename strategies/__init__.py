@@ -17,16 +17,27 @@ means "until it blocks or finishes" -- the encoding whose shrinking removes pree
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TypeVar
+import contextlib
+import functools
+from typing import Any, ContextManager, Sequence, TypeVar
 
 from hypothesis import strategies as st
 
-from rmapfuzz.explore.generate import GenSettings, generate
+from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
 from rmapfuzz.program import Program
 
 T = TypeVar("T")
 
 __all__ = ["programs", "schedules"]
+
+
+@functools.lru_cache(maxsize=None)
+def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
+    # Building a strategy costs more than drawing from it: build each range once.
+    return st.integers(lo, hi)
+
+
+_BOOLEANS = st.booleans()
 
 
 class _DrawChoices:
@@ -36,13 +47,19 @@ class _DrawChoices:
         self.draw = draw
 
     def integer(self, lo: int, hi: int) -> int:
-        return int(self.draw(st.integers(lo, hi)))
+        return int(self.draw(_integers(lo, hi)))
 
     def choice(self, options: Sequence[T]) -> T:
-        return options[self.draw(st.integers(0, len(options) - 1))]
+        return options[self.draw(_integers(0, len(options) - 1))]
 
     def boolean(self, p: float) -> bool:
-        return bool(self.draw(st.booleans()))
+        return bool(self.draw(_BOOLEANS))
+
+    def packed(self, sizes: Sequence[int]) -> list[int]:
+        return unpack(self.draw(_integers(0, packed_range(sizes) - 1)), sizes)
+
+    def group(self) -> ContextManager[None]:
+        return contextlib.nullcontext()  # each draw is already a span of its own
 
 
 @st.composite
@@ -52,10 +69,14 @@ def programs(draw: Any, cpus: int = 2, max_tasks: int = 3, max_ops_per_task: int
 
 
 def schedules(max_tasks: int = 3, max_run: int = 40, max_decisions: int = 12) -> Any:
-    """Decision lists ``[(task, run), ...]``; a decision naming a task that cannot run makes
-    the run raise :class:`rmapfuzz.errors.ReplayDivergence` (filter those out with
-    ``hypothesis.assume`` or catch them)."""
+    """Decision lists ``[(task, run), ...]``, each decision one choice: ``run`` is
+    ``value // max_tasks``, so shrinking a decision toward 0 first shortens its run, and 0
+    ("until it blocks or finishes") removes its preemption.  A decision naming a task that
+    cannot run makes :func:`rmapfuzz.execute` raise
+    :class:`rmapfuzz.errors.ReplayDivergence` (the state machine maps it to a runnable task)."""
     return st.lists(
-        st.tuples(st.integers(0, max_tasks - 1), st.integers(0, max_run)),
+        st.integers(0, max_tasks * (max_run + 1) - 1).map(
+            lambda v: (v % max_tasks, v // max_tasks)
+        ),
         max_size=max_decisions,
     )

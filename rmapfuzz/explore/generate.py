@@ -13,7 +13,7 @@ longer fits when the operation runs simply makes it fail like the system call wo
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, TypeVar
+from typing import ContextManager, Protocol, Sequence, TypeVar
 
 import attrs
 
@@ -35,6 +35,30 @@ class Choices(Protocol):
 
     def boolean(self, p: float) -> bool:
         """True with probability about p."""
+
+    def packed(self, sizes: Sequence[int]) -> list[int]:
+        """Several uniform indices (the i-th in [0, sizes[i])) as ONE choice: what a whole
+        operation's arguments cost, so that choices grow with operations, not arguments."""
+
+    def group(self) -> ContextManager[None]:
+        """The choices made inside belong together (one operation, one decision): a shrinker
+        may delete them as a unit."""
+
+
+def unpack(value: int, sizes: Sequence[int]) -> list[int]:
+    """Mixed-radix decoding of :meth:`Choices.packed`; 0 decodes to all zeros (the simplest)."""
+    out = []
+    for size in sizes:
+        value, digit = divmod(value, size)
+        out.append(digit)
+    return out
+
+
+def packed_range(sizes: Sequence[int]) -> int:
+    n = 1
+    for size in sizes:
+        n *= size
+    return n
 
 
 @attrs.frozen
@@ -89,51 +113,59 @@ def generate(c: Choices, s: GenSettings) -> Program:
         fault(1, addr)
     pids = [1]
     # forks build shared roots; faults in children give pages of child anon_vmas
-    for _ in range(c.integer(0, 2) if c.boolean(0.85) else 0):
-        parent = c.choice(pids)
-        setup.append(Op("fork", (parent,)))
-        child = sh.next_pid
-        sh.next_pid += 1
-        sh.regions[child] = list(sh.regions[parent])
-        sh.faulted[child] = set(sh.faulted.get(parent, set()))
-        pids.append(child)
-        if c.boolean(0.6):
-            free = [a for a in sh.addrs(child) if a not in sh.faulted[child]]
-            if free:
-                fault(child, c.choice(free))
+    for _ in range(2):
+        with c.group():  # a fork (and a fault in the child), its flag included
+            if not c.boolean(0.6):
+                break
+            parent = c.choice(pids)
+            setup.append(Op("fork", (parent,)))
+            child = sh.next_pid
+            sh.next_pid += 1
+            sh.regions[child] = list(sh.regions[parent])
+            sh.faulted[child] = set(sh.faulted.get(parent, set()))
+            pids.append(child)
+            if c.boolean(0.6):
+                free = [a for a in sh.addrs(child) if a not in sh.faulted[child]]
+                if free:
+                    fault(child, c.choice(free))
     if c.boolean(0.2):
         pid = c.choice(pids)
         start, n, _ = sh.regions[pid][0]
         if n > 1:
             setup.append(Op("mprotect", (pid, start, c.integer(1, n - 1), 0)))
 
-    ntasks = c.integer(2, s.max_tasks)
-    tasks = []
-    for i in range(ntasks):
-        ops = []
-        for _ in range(c.integer(1, s.max_ops_per_task)):
-            kind = c.choice(WALKERS) if i == 0 else c.choice(MUTATORS + WALKERS[:1])
-            ops.append(_op(c, kind, pids, sh))
-        cpu = i if i < s.cpus else c.integer(0, s.cpus - 1)
-        tasks.append(TaskProgram(cpu, tuple(ops)))
+    tasks: list[TaskProgram] = []
+    while len(tasks) < 2 or (len(tasks) < s.max_tasks and c.boolean(0.5)):
+        with c.group():  # a task, deletable as a whole (its "one more task?" flag included)
+            i = len(tasks)
+            cpu = c.integer(0, s.cpus - 1) if i >= s.cpus else i
+            kinds = WALKERS if i == 0 else MUTATORS + WALKERS[:1]
+            ops: list[Op] = []
+            while not ops or (len(ops) < s.max_ops_per_task and c.boolean(0.5)):
+                with c.group():  # an operation, its flag included
+                    ops.append(_op(c, kinds, pids, sh))
+            tasks.append(TaskProgram(cpu, tuple(ops)))
     return Program(s.cpus, tuple(setup), tuple(tasks))
 
 
-def _op(c: Choices, kind: str, pids: list[int], sh: _Shadow) -> Op:
-    pid = c.choice(pids)
+def _op(c: Choices, kinds: Sequence[str], pids: list[int], sh: _Shadow) -> Op:
+    """One operation of a task, kind and arguments drawn as one packed choice."""
+    k, p, a, n, w = c.packed((len(kinds), len(pids), 16, 3, 2))
+    kind, pid = kinds[k], pids[p]
     addrs = sh.addrs(pid) or [TASK_LO]
     if kind == "migrate" or kind == "reclaim":
-        return Op(kind, (c.integer(1, max(sh.pages, 1)),))
+        return Op(kind, (1 + a % max(sh.pages, 1),))
     if kind == "move_pages":
         faulted = sorted(sh.faulted.get(pid, ())) or addrs
-        return Op(kind, (pid, c.choice(faulted)))
+        return Op(kind, (pid, faulted[a % len(faulted)]))
     if kind == "fork" or kind == "exit":
         return Op(kind, (pid,))
     if kind == "munmap":
-        return Op(kind, (pid, c.choice(addrs), c.integer(1, 3)))
+        return Op(kind, (pid, addrs[a % len(addrs)], n + 1))
     if kind == "mprotect":
-        return Op(kind, (pid, c.choice(addrs), c.integer(1, 3), c.integer(0, 1)))
+        return Op(kind, (pid, addrs[a % len(addrs)], n + 1, w))
     if kind == "fault_below":
-        start, _, _ = c.choice(sh.regions.get(pid, [(TASK_LO + PAGE_SIZE, 1, False)]))
-        return Op("fault", (pid, start - c.integer(1, 2) * PAGE_SIZE))
-    return Op("fault", (pid, c.choice(addrs)))
+        regions = sh.regions.get(pid, [(TASK_LO + PAGE_SIZE, 1, False)])
+        start = regions[a % len(regions)][0]
+        return Op("fault", (pid, start - (w + 1) * PAGE_SIZE))
+    return Op("fault", (pid, addrs[a % len(addrs)]))

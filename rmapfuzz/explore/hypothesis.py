@@ -1,4 +1,5 @@
-"""The ``hypothesis`` explorer: the state machine run by Hypothesis, shrinking the first finding.
+"""The ``hypothesis`` explorer: the state machine run by Hypothesis, shrinking the first finding
+(Hypothesis's shrinker, then the schedule-aware pass of :mod:`rmapfuzz.explore.minimize`).
 
 Hypothesis runs in rounds of ``round_examples`` examples; round ``r`` of seed ``s`` is seeded
 ``s * 1_000_003 + r``, so the run is deterministic for a seed (without a database) and a time
@@ -16,6 +17,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.stateful import run_state_machine_as_test
 
 from rmapfuzz.explore.machine import RmapFinding, RmapMachine, machine_settings
+from rmapfuzz.explore.minimize import minimize
 from rmapfuzz.explore.random import Exploration
 from rmapfuzz.kernel.variants import Mainline
 
@@ -58,7 +60,7 @@ def explore_hypothesis(
                 settings=machine_settings(n, database, reuse=reuse, step_count=machine.step_count),
             )
         except RmapFinding as e:
-            ex.outcome = e.outcome
+            ex.outcome = minimize(machine.variant, e.outcome, knobs=machine.knobs)
             break
         finally:
             ex.examples, ex.steps = stats.examples, stats.steps

@@ -19,10 +19,11 @@ Subclass it for a variant without touching the machine::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import attrs
 from hypothesis import HealthCheck, Phase, Verbosity, settings
@@ -42,8 +43,55 @@ from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.oracles import default_oracles
 from rmapfuzz.program import Op, Program, TaskProgram
 from rmapfuzz.runner import Outcome
-from rmapfuzz.strategies import programs, schedules
+from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
 
+
+
+MAX_DECISIONS = 12
+SPAN_LABEL = 0x726D6170  # "rmap": marks one operation or one decision for the shrinker
+MAX_RUN = 40
+MAX_TASKS = 3
+
+
+class ConjectureChoices:
+    """Choices for the program generator and the decisions, straight from Hypothesis's choice
+    sequence: ``ConjectureData.draw_integer`` costs ~35 us a choice here, a draw through a
+    strategy object ~150 us (hypothesis.internal; if it is not there, strategies are used).
+    Hypothesis still shrinks every choice toward 0, the simplest value."""
+
+    def __init__(self, data: Any) -> None:
+        cd = getattr(data, "conjecture_data", None)
+        if cd is not None and hasattr(cd, "draw_integer") and hasattr(cd, "start_span"):
+            self._int = cd.draw_integer
+            self._cd = cd
+        else:  # pragma: no cover - another Hypothesis
+            self._int = lambda lo, hi: data.draw(st.integers(lo, hi))
+            self._cd = None
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        cd = self._cd
+        if cd is None:  # pragma: no cover
+            yield
+            return
+        cd.start_span(SPAN_LABEL)
+        try:
+            yield
+        finally:
+            cd.stop_span()
+
+    def integer(self, lo: int, hi: int) -> int:
+        return int(self._int(lo, hi))
+
+    def choice(self, options: Any) -> Any:
+        return options[self._int(0, len(options) - 1)]
+
+    def boolean(self, p: float) -> bool:
+        # True with probability p (in tenths); 0, the shrink target, is False
+        return self._int(0, 9) >= 10 - round(p * 10)
+
+    def packed(self, sizes: Any) -> list[int]:
+        return unpack(self._int(0, packed_range(sizes) - 1), sizes)
 
 
 #: examples per test run of the machine under pytest, by profile
@@ -220,10 +268,11 @@ class RmapMachine(RuleBasedStateMachine):
 
     # --------------------------------------------------------------- setup
 
-    @initialize(program=programs())
-    def build(self, program: Program) -> None:
+    @initialize(data=st.data())
+    def build(self, data: Any) -> None:
         """Create the processes, vmas and pages (the setup runs alone, operation by operation)
         and spawn the tasks.  Programs are drawn by the generator the random explorer uses."""
+        program = generate(ConjectureChoices(data), GenSettings(cpus=self.cpus))
         for op in program.setup:
             self._setup(op)
         for tp in program.tasks:
@@ -235,11 +284,17 @@ class RmapMachine(RuleBasedStateMachine):
         name = f"task{len(self.task_progs) - 1}"
         self._guard(self.engine.spawn, tp.cpu, name, [self._call(op) for op in tp.ops])
 
-    @rule(decisions=schedules())
-    def run(self, decisions: list[tuple[int, int]]) -> None:
-        """Scheduling decisions (task, steps): the task-th runnable task runs ``steps`` steps
-        (0: until it blocks or finishes).  Each decision is one preemption at most."""
-        for task, steps in decisions:
+    @rule(data=st.data())
+    def run(self, data: Any) -> None:
+        """Up to MAX_DECISIONS scheduling decisions (task, steps): the task-th runnable task
+        runs ``steps`` steps (0: until it blocks or finishes).  A decision is one choice, and
+        one preemption at most; 0 shrinks to "no preemption"."""
+        c = ConjectureChoices(data)
+        for _ in range(MAX_DECISIONS):
+            with c.group():
+                if not c.boolean(0.9):
+                    return
+                steps, task = c.packed((MAX_RUN + 1, MAX_TASKS))
             runnable = self._guard(self.engine.runnable)
             if not runnable:
                 return

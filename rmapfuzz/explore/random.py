@@ -6,13 +6,14 @@ example that finds a bug is the same whatever the time limit, and replays byte f
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, ContextManager, Sequence, TypeVar
 
 import attrs
 
-from rmapfuzz.explore.generate import GenSettings, generate
+from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
 from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.runner import Outcome, execute
 
@@ -33,6 +34,12 @@ class RngChoices:
 
     def boolean(self, p: float) -> bool:
         return self.rng.random() < p
+
+    def packed(self, sizes: Sequence[int]) -> list[int]:
+        return unpack(self.rng.randrange(packed_range(sizes)), sizes)
+
+    def group(self) -> ContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class RandomScheduler:
