@@ -5,7 +5,8 @@ the same program replayed on mainline, which must be clean.
 
 For each buggy variant the random explorer runs SEEDS with two tasks of one operation each, at
 most MAX_EXAMPLES examples per seed (a count, not a time limit, so the result does not depend on
-the machine), and the finding smallest by (ops, preemptions, steps) is kept.  Mainline then runs
+the machine), and the finding smallest by (ops, preemptions, steps) is kept and shrunk further
+by the schedule-aware pass (rmapfuzz/explore/minimize.py).  Mainline then runs
 its program under the same schedule, or under the longest prefix of it that mainline's locks let
 it follow (a decision naming a task that mainline has blocked diverges); what mainline does from
 there on is recorded.  Files of the same name are replaced; run it after changing the model.
@@ -19,6 +20,7 @@ from pathlib import Path
 from rmapfuzz import corpus
 from rmapfuzz.errors import ReplayDivergence
 from rmapfuzz.explore.generate import GenSettings
+from rmapfuzz.explore.minimize import minimize
 from rmapfuzz.explore.random import explore_random
 from rmapfuzz.kernel.variants import BUILTIN, Mainline
 from rmapfuzz.program import Program
@@ -43,7 +45,8 @@ def smallest_finding(name: str) -> tuple[int, Outcome]:
     if not found:
         raise SystemExit(f"make_corpus: no {name} finding in seeds {SEEDS}")
     (*_, seed), outcome = min(found, key=lambda f: f[0])
-    return seed, outcome
+    # no time pressure: the greedy pass runs to its fixed point, so the result is deterministic
+    return seed, minimize(BUILTIN[name], outcome, knobs=BUILTIN[name].knobs, time_limit=600)
 
 
 def on_mainline(program: Program, schedule: list[tuple[int, int]]) -> Outcome:

@@ -12,6 +12,7 @@ from rmapfuzz.explore.machine import RmapMachine
 
 class NaiveMachine(RmapMachine):
     step_count = 150
+
     @rule(task=st.integers(0, 3))
     def run(self, task: int, steps: int = 1) -> None:  # type: ignore[override]
         """One atomic step of the task-th runnable task."""

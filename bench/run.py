@@ -36,26 +36,33 @@ from rmapfuzz.kernel.variants import BUILTIN  # noqa: E402
 BUGGY = ("lockless-walk", "page-anon-vma-lock", "linus-2012")
 
 
-def _run(explorer: str, variant: str, seed: int, *, time_limit: float,
-         max_examples: int | None = None) -> dict[str, Any]:
+def _run(
+    explorer: str, variant: str, seed: int, *, time_limit: float, max_examples: int | None = None
+) -> dict[str, Any]:
     cls = BUILTIN[variant]
     t0 = time.perf_counter()
     machine = None
     if explorer == "random":
-        ex = explore_random(cls, seed=seed, settings=GenSettings(), time_limit=time_limit,
-                            max_examples=max_examples)
+        ex = explore_random(
+            cls, seed=seed, settings=GenSettings(), time_limit=time_limit, max_examples=max_examples
+        )
         first = ex.elapsed_s if ex.outcome else None
     else:
         base = NaiveMachine if explorer == "naive" else RmapMachine
         machine = base.for_variant(cls)
-        ex = explore_hypothesis(cls, seed=seed, time_limit=time_limit, machine=machine,
-                                max_examples=max_examples)
+        ex = explore_hypothesis(
+            cls, seed=seed, time_limit=time_limit, machine=machine, max_examples=max_examples
+        )
         at = machine.stats.first_failure_at
         first = at - t0 if at is not None else None
     out = ex.outcome
     row: dict[str, Any] = {
-        "explorer": explorer, "variant": variant, "seed": seed,
-        "examples": ex.examples, "steps": ex.steps, "elapsed_s": round(ex.elapsed_s, 3),
+        "explorer": explorer,
+        "variant": variant,
+        "seed": seed,
+        "examples": ex.examples,
+        "steps": ex.steps,
+        "elapsed_s": round(ex.elapsed_s, 3),
         "found": out is not None,
         "first_finding_s": round(first, 3) if first is not None else None,
         "shrink_s": round(ex.elapsed_s - first, 3) if first is not None else None,
@@ -86,32 +93,48 @@ def first_finding(explorer: str, variant: str, seeds: range, limit: float) -> di
         return statistics.median(vals) if vals else None
 
     return {
-        "explorer": explorer, "variant": variant, "limit_s": limit,
-        "found": len(found), "of": len(runs),
+        "explorer": explorer,
+        "variant": variant,
+        "limit_s": limit,
+        "found": len(found),
+        "of": len(runs),
         "median_first_finding_s": round(statistics.median(times), 3),
-        "median_ops": med("ops"), "median_preemptions": med("preemptions"),
-        "median_shrunk_steps": med("shrunk_steps"), "median_shrink_s": med("shrink_s"),
+        "median_ops": med("ops"),
+        "median_preemptions": med("preemptions"),
+        "median_shrunk_steps": med("shrunk_steps"),
+        "median_shrink_s": med("shrink_s"),
         "runs": runs,
     }
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| explorer | examples/s | atomic steps/s | Hypothesis choices/example |",
-             "|---|---|---|---|"]
+    lines = [
+        "| explorer | examples/s | atomic steps/s | Hypothesis choices/example |",
+        "|---|---|---|---|",
+    ]
     for t in results["throughput"]:
-        lines.append(f"| {t['explorer']} | {t['examples_per_s']} | {t['steps_per_s']} | "
-                     f"{t.get('choices_per_example', '-')} |")
-    lines += ["", "| variant | explorer | found | median s to first finding | shrunk ops | "
-              "preemptions | steps | median shrink s |", "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {t['explorer']} | {t['examples_per_s']} | {t['steps_per_s']} | "
+            f"{t.get('choices_per_example', '-')} |"
+        )
+    lines += [
+        "",
+        "| variant | explorer | found | median s to first finding | shrunk ops | "
+        "preemptions | steps | median shrink s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for f in results["first_finding"]:
         lines.append(
             f"| {f['variant']} | {f['explorer']} | {f['found']}/{f['of']} | "
             f"{f['median_first_finding_s']} | {f['median_ops']} | {f['median_preemptions']} | "
-            f"{f['median_shrunk_steps']} | {f['median_shrink_s']} |")
+            f"{f['median_shrunk_steps']} | {f['median_shrink_s']} |"
+        )
     c = results["checks"]
-    lines += ["", f"hypothesis steps/s / random steps/s = {c['steps_ratio']}",
-              f"naive / hypothesis median time to first lockless-walk finding = "
-              f"{c['speedup_vs_naive']}"]
+    lines += [
+        "",
+        f"hypothesis steps/s / random steps/s = {c['steps_ratio']}",
+        f"naive / hypothesis median time to first lockless-walk finding = {c['speedup_vs_naive']}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -124,8 +147,9 @@ def main() -> int:
         "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
         "throughput": [throughput(e, secs) for e in ("hypothesis", "random", "naive")],
-        "first_finding": [first_finding(e, v, seeds, limit)
-                          for v in BUGGY for e in ("hypothesis", "random")]
+        "first_finding": [
+            first_finding(e, v, seeds, limit) for v in BUGGY for e in ("hypothesis", "random")
+        ]
         + [first_finding("naive", "lockless-walk", seeds, limit)],
     }
     tp = {t["explorer"]: t for t in results["throughput"]}
@@ -133,8 +157,9 @@ def main() -> int:
     hyp = ff[("hypothesis", "lockless-walk")]["median_first_finding_s"]
     results["checks"] = {
         "steps_ratio": round(tp["hypothesis"]["steps_per_s"] / tp["random"]["steps_per_s"], 3),
-        "speedup_vs_naive": round(ff[("naive", "lockless-walk")]["median_first_finding_s"]
-                                  / hyp, 1) if hyp else None,
+        "speedup_vs_naive": round(ff[("naive", "lockless-walk")]["median_first_finding_s"] / hyp, 1)
+        if hyp
+        else None,
     }
     text = table(results)
     if not args.quick:

@@ -9,7 +9,8 @@ import argparse
 import json
 import re
 import sys
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from rmapfuzz import __version__
 from rmapfuzz.errors import RmapfuzzError, UsageError
@@ -62,33 +63,69 @@ def build_parser() -> argparse.ArgumentParser:
         "interleavings on simulated CPUs; stop at the first finding and print its trace as "
         "per-CPU swim-lanes.",
     )
-    f.add_argument("--variant", default="mainline",
-                   help="built-in name (see 'rmapfuzz variants'), file.py:Class or module:Class")
-    f.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a knob of the variant (repeatable), e.g. require_mmap_sem=yes")
-    f.add_argument("--explorer", default="hypothesis", choices=["hypothesis", "random"],
-                   help="hypothesis: the state machine, shrinking the finding (default); "
-                   "random: seeded random programs and schedules, no shrinking")
+    f.add_argument(
+        "--variant",
+        default="mainline",
+        help="built-in name (see 'rmapfuzz variants'), file.py:Class or module:Class",
+    )
+    f.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a knob of the variant (repeatable), e.g. require_mmap_sem=yes",
+    )
+    f.add_argument(
+        "--explorer",
+        default="hypothesis",
+        choices=["hypothesis", "random"],
+        help="hypothesis: the state machine, shrinking the finding (default); "
+        "random: seeded random programs and schedules, no shrinking",
+    )
     f.add_argument("--seed", type=int, default=0, help="seed of the exploration (default 0)")
-    f.add_argument("--max-examples", type=int, default=None,
-                   help="stop after this many programs (default: no limit)")
-    f.add_argument("--time", default=None,
-                   help="stop after this long: seconds, or 30s/10m/8h (default 60 when "
-                   "--max-examples is not given)")
+    f.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        help="stop after this many programs (default: no limit)",
+    )
+    f.add_argument(
+        "--time",
+        default=None,
+        help="stop after this long: seconds, or 30s/10m/8h (default 60 when "
+        "--max-examples is not given)",
+    )
     f.add_argument("--cpus", type=int, default=2, help="simulated CPUs, 1..8 (default 2)")
-    f.add_argument("--corpus", default="corpus", metavar="DIR",
-                   help="where findings are saved as reproducers (default: corpus)")
+    f.add_argument(
+        "--corpus",
+        default="corpus",
+        metavar="DIR",
+        help="where findings are saved as reproducers (default: corpus)",
+    )
     f.add_argument("--no-save", action="store_true", help="do not write reproducers")
-    f.add_argument("--workers", type=int, default=None,
-                   help="run N worker processes (seeds SEED..SEED+N-1) sharing the corpus and "
-                   "a Hypothesis database; shows progress; resumes from the database")
-    f.add_argument("--database", default=".rmapfuzz/hypothesis", metavar="DIR",
-                   help="the Hypothesis database of --workers jobs (default: "
-                   ".rmapfuzz/hypothesis)")
-    f.add_argument("--keep-going", action="store_true",
-                   help="go on after a finding, collecting distinct ones (by signature)")
-    f.add_argument("--json", action="store_true",
-                   help="print the trace, then a summary JSON object as the last line")
+    f.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run N worker processes (seeds SEED..SEED+N-1) sharing the corpus and "
+        "a Hypothesis database; shows progress; resumes from the database",
+    )
+    f.add_argument(
+        "--database",
+        default=".rmapfuzz/hypothesis",
+        metavar="DIR",
+        help="the Hypothesis database of --workers jobs (default: .rmapfuzz/hypothesis)",
+    )
+    f.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="go on after a finding, collecting distinct ones (by signature)",
+    )
+    f.add_argument(
+        "--json",
+        action="store_true",
+        help="print the trace, then a summary JSON object as the last line",
+    )
 
     r = sub.add_parser(
         "replay",
@@ -98,21 +135,36 @@ def build_parser() -> argparse.ArgumentParser:
         "1: one differs; 2: a file is invalid (nothing is run, nothing is written).",
     )
     r.add_argument("files", nargs="+", metavar="FILE", help="reproducer JSON files")
-    r.add_argument("--json", action="store_true",
-                   help="one JSON object per file, then a summary object as the last line")
-    r.add_argument("--variant", default=None, metavar="SPEC",
-                   help="file.py:Class or module:Class for reproducers recorded with that "
-                   "variant (a reproducer never loads code by itself)")
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per file, then a summary object as the last line",
+    )
+    r.add_argument(
+        "--variant",
+        default=None,
+        metavar="SPEC",
+        help="file.py:Class or module:Class for reproducers recorded with that "
+        "variant (a reproducer never loads code by itself)",
+    )
 
     s = sub.add_parser(
         "show",
         help="print a reproducer: program, schedule, swim-lanes and finding (re-running it)",
     )
     s.add_argument("file", metavar="FILE", help="a reproducer JSON file")
-    s.add_argument("--html", default=None, metavar="OUT",
-                   help="write the picture as one self-contained HTML page to OUT instead")
-    s.add_argument("--variant", default=None, metavar="SPEC",
-                   help="file.py:Class or module:Class, for a reproducer of a user variant")
+    s.add_argument(
+        "--html",
+        default=None,
+        metavar="OUT",
+        help="write the picture as one self-contained HTML page to OUT instead",
+    )
+    s.add_argument(
+        "--variant",
+        default=None,
+        metavar="SPEC",
+        help="file.py:Class or module:Class, for a reproducer of a user variant",
+    )
     return p
 
 
@@ -121,13 +173,27 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
     for name, cls in BUILTIN.items():
         inst = cls()
-        row = {"name": name, "summary": cls.summary, "expected": inst.expected,
-               "knobs": dict(inst.knob)}
+        row = {
+            "name": name,
+            "summary": cls.summary,
+            "expected": inst.expected,
+            "knobs": dict(inst.knob),
+        }
         if args.json:
             print(json.dumps(row))
         else:
-            knobs = (" [" + ", ".join(f"{k}={'yes' if v is True else 'no' if v is False else v}"
-                                      for k, v in inst.knob.items()) + "]") if inst.knob else ""
+            knobs = (
+                (
+                    " ["
+                    + ", ".join(
+                        f"{k}={'yes' if v is True else 'no' if v is False else v}"
+                        for k, v in inst.knob.items()
+                    )
+                    + "]"
+                )
+                if inst.knob
+                else ""
+            )
             print(f"{name:20} {inst.expected:6} {cls.summary}{knobs}")
     return EXIT_CLEAN
 
@@ -149,10 +215,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     label = variant_label(variant, args.variant)
     variant(**knobs)  # unknown knobs are a usage error before anything runs
     spec = JobSpec(
-        variant=args.variant, label=label, knobs=knobs, explorer=args.explorer,
-        seed=args.seed, cpus=args.cpus, max_examples=args.max_examples, time_limit=time_limit,
+        variant=args.variant,
+        label=label,
+        knobs=knobs,
+        explorer=args.explorer,
+        seed=args.seed,
+        cpus=args.cpus,
+        max_examples=args.max_examples,
+        time_limit=time_limit,
         corpus_dir=None if args.no_save else Path(args.corpus),
-        database=Path(args.database) if args.workers else None, keep_going=args.keep_going,
+        database=Path(args.database) if args.workers else None,
+        keep_going=args.keep_going,
     )
     if args.workers:
         res = run_workers(spec, args.workers, progress=not args.json)
@@ -181,8 +254,10 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         _print_finding(label, outcome, res, summary)
     else:
         what = "interrupted" if res.interrupted else "no finding"
-        print(f"rmapfuzz: {label}: {what} in {res.examples} examples, {res.steps} atomic steps "
-              f"({res.elapsed_s:.1f}s, {args.explorer} explorer, seed {args.seed})")
+        print(
+            f"rmapfuzz: {label}: {what} in {res.examples} examples, {res.steps} atomic steps "
+            f"({res.elapsed_s:.1f}s, {args.explorer} explorer, seed {args.seed})"
+        )
     if len(res.signatures) > 1:
         print(f"{len(res.signatures)} distinct findings:")
         for sig, path in res.findings:
@@ -217,8 +292,10 @@ def _print_finding(label: str, outcome: Any, res: Any, summary: dict[str, Any]) 
     }
     print(f"rmapfuzz: {label}: {f.kind} after {res.examples} examples ({res.elapsed_s:.1f}s)")
     print(outcome.program.describe())
-    print(f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
-          f"  [{r.preemptions} preemptions, {r.steps} steps]")
+    print(
+        f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
+        f"  [{r.preemptions} preemptions, {r.steps} steps]"
+    )
     print()
     print(swimlanes(r.trace, outcome.program, setup_steps=r.setup_steps, finding=f))
     print()
@@ -248,21 +325,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
         report = corpus.replay(repro, override)
         differ += not report.ok
         if args.json:
-            print(json.dumps({"file": path, "signature": repro["signature"], "ok": report.ok,
-                              "differences": report.differences}))
+            print(
+                json.dumps(
+                    {
+                        "file": path,
+                        "signature": repro["signature"],
+                        "ok": report.ok,
+                        "differences": report.differences,
+                    }
+                )
+            )
         elif report.ok:
             ops, preemptions, steps = corpus.size(repro)
-            print(f"ok      {path}: {repro['signature']} "
-                  f"({ops} ops, {preemptions} preemptions, {steps} steps)")
+            print(
+                f"ok      {path}: {repro['signature']} "
+                f"({ops} ops, {preemptions} preemptions, {steps} steps)"
+            )
         else:
             print(f"DIFFERS {path}: {repro['signature']}")
             print("\n".join(f"    {d}" for d in report.differences))
     if args.json:
-        print(json.dumps({"files": len(loaded), "reproduced": len(loaded) - differ,
-                          "differ": differ}))
+        print(
+            json.dumps({"files": len(loaded), "reproduced": len(loaded) - differ, "differ": differ})
+        )
     else:
-        print(f"rmapfuzz: {len(loaded) - differ} of {len(loaded)} reproducers replay their "
-              f"recorded outcome" + (f"; {differ} differ" if differ else ""))
+        print(
+            f"rmapfuzz: {len(loaded) - differ} of {len(loaded)} reproducers replay their "
+            f"recorded outcome" + (f"; {differ} differ" if differ else "")
+        )
     return EXIT_FINDING if differ else EXIT_CLEAN
 
 
@@ -292,12 +382,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("\n".join(head))
         return EXIT_FINDING
     r = out.result
-    head += [out.program.describe(),
-             f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
-             f"  [{r.preemptions} preemptions, {r.steps} steps]"]
+    head += [
+        out.program.describe(),
+        f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
+        f"  [{r.preemptions} preemptions, {r.steps} steps]",
+    ]
     if args.html:
-        html = page(r.trace, out.program, setup_steps=r.setup_steps, finding=out.finding,
-                    title=f"rmapfuzz: {repro['signature']}", preamble="\n".join(head))
+        html = page(
+            r.trace,
+            out.program,
+            setup_steps=r.setup_steps,
+            finding=out.finding,
+            title=f"rmapfuzz: {repro['signature']}",
+            preamble="\n".join(head),
+        )
         try:
             Path(args.html).write_text(html, encoding="utf-8")
         except OSError as e:

@@ -13,8 +13,9 @@ import queue
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 
@@ -22,6 +23,7 @@ from rmapfuzz import corpus
 from rmapfuzz.explore.random import Exploration
 from rmapfuzz.kernel.variants import load_variant
 from rmapfuzz.runner import Outcome
+
 
 @attrs.frozen
 class JobSpec:
@@ -64,24 +66,45 @@ class JobResult:
         return True
 
 
-def _explore(spec: JobSpec, seed: int, time_limit: float | None, max_examples: int | None,
-             reuse: bool, should_stop: Callable[[], bool],
-             progress: Callable[[Exploration], None]) -> Exploration:
+def _explore(
+    spec: JobSpec,
+    seed: int,
+    time_limit: float | None,
+    max_examples: int | None,
+    reuse: bool,
+    should_stop: Callable[[], bool],
+    progress: Callable[[Exploration], None],
+) -> Exploration:
     variant = load_variant(spec.variant)
     if spec.explorer == "random":
         from rmapfuzz.explore.generate import GenSettings
         from rmapfuzz.explore.random import explore_random
 
-        return explore_random(variant, seed=seed, settings=GenSettings(cpus=spec.cpus),
-                              knobs=spec.knobs, max_examples=max_examples,
-                              time_limit=time_limit, should_stop=should_stop,
-                              progress=progress)
+        return explore_random(
+            variant,
+            seed=seed,
+            settings=GenSettings(cpus=spec.cpus),
+            knobs=spec.knobs,
+            max_examples=max_examples,
+            time_limit=time_limit,
+            should_stop=should_stop,
+            progress=progress,
+        )
     from rmapfuzz.explore.hypothesis import explore_hypothesis
 
-    return explore_hypothesis(variant, seed=seed, label=spec.label, knobs=spec.knobs,
-                              cpus=spec.cpus, max_examples=max_examples,
-                              time_limit=time_limit, database=spec.database, reuse=reuse,
-                              should_stop=should_stop, progress=progress)
+    return explore_hypothesis(
+        variant,
+        seed=seed,
+        label=spec.label,
+        knobs=spec.knobs,
+        cpus=spec.cpus,
+        max_examples=max_examples,
+        time_limit=time_limit,
+        database=spec.database,
+        reuse=reuse,
+        should_stop=should_stop,
+        progress=progress,
+    )
 
 
 def _save(spec: JobSpec, outcome: Outcome, seed: int) -> tuple[str, str | None]:
@@ -119,7 +142,7 @@ def run_rounds(
         round_seed = seed + 1_000 * rnd
         seen = [0, 0]
 
-        def progress(ex: Exploration) -> None:
+        def progress(ex: Exploration, seen: list[int] = seen) -> None:
             if report is not None:
                 report(ex.examples - seen[0], ex.steps - seen[1], [])
             seen[0], seen[1] = ex.examples, ex.steps
@@ -164,8 +187,9 @@ def run_workers(spec: JobSpec, workers: int, *, progress: bool = True) -> JobRes
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     out: Any = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(spec, w, stop, out), daemon=True)
-             for w in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(spec, w, stop, out), daemon=True) for w in range(workers)
+    ]
     for p in procs:
         p.start()
     res = JobResult()
@@ -176,10 +200,16 @@ def run_workers(spec: JobSpec, workers: int, *, progress: bool = True) -> JobRes
 
     def line() -> str:
         el = time.perf_counter() - t0
-        size = len(list(spec.corpus_dir.glob("*.json"))) if spec.corpus_dir and spec.corpus_dir.is_dir() else 0
-        return (f"[{int(el) // 3600}:{int(el) // 60 % 60:02d}:{int(el) % 60:02d}] "
-                f"{res.examples} examples, {res.examples / el if el else 0:.0f} interleavings/s, "
-                f"{len(res.signatures)} findings, corpus {size}")
+        size = (
+            len(list(spec.corpus_dir.glob("*.json")))
+            if spec.corpus_dir and spec.corpus_dir.is_dir()
+            else 0
+        )
+        return (
+            f"[{int(el) // 3600}:{int(el) // 60 % 60:02d}:{int(el) % 60:02d}] "
+            f"{res.examples} examples, {res.examples / el if el else 0:.0f} interleavings/s, "
+            f"{len(res.signatures)} findings, corpus {size}"
+        )
 
     try:
         while done < workers:

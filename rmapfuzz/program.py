@@ -39,7 +39,8 @@ class Op:
 
     def __str__(self) -> str:
         names = OPS[self.name].args
-        return f"{self.name}({', '.join(_fmt_arg(n, v) for n, v in zip(names, self.args))})"
+        args = ", ".join(_fmt_arg(n, v) for n, v in zip(names, self.args, strict=True))
+        return f"{self.name}({args})"
 
     def to_json(self) -> list[Any]:
         return [self.name, *self.args]

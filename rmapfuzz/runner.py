@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -41,16 +42,19 @@ def execute(
     knobs: dict[str, Any] | None = None,
     max_steps: int = 200_000,
 ) -> Outcome:
-    """Run ``program`` on a fresh machine of ``variant`` under ``scheduler`` (or a decision list)."""
+    """Run ``program`` on a fresh machine of ``variant`` under ``scheduler`` (or decisions)."""
     if not hasattr(scheduler, "pick"):
         scheduler = ReplayScheduler(scheduler)  # type: ignore[arg-type]
     kernel = variant(**(knobs or {}))
     kernel.boot()
     engine = Engine(ncpus=program.cpus, observers=default_oracles(kernel), max_steps=max_steps)
     tasks = [
-        (t.cpu, f"task{i}", [_call(kernel, op) for op in t.ops]) for i, t in enumerate(program.tasks)
+        (t.cpu, f"task{i}", [_call(kernel, op) for op in t.ops])
+        for i, t in enumerate(program.tasks)
     ]
     result = engine.run(
-        tasks, scheduler, setup=[_call(kernel, op) for op in program.setup]  # type: ignore[arg-type]
+        tasks,
+        scheduler,
+        setup=[_call(kernel, op) for op in program.setup],  # type: ignore[arg-type]
     )
     return Outcome(program, result, kernel)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, ContextManager, Sequence, TypeVar
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
@@ -31,7 +33,7 @@ T = TypeVar("T")
 __all__ = ["programs", "schedules"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
     # Building a strategy costs more than drawing from it: build each range once.
     return st.integers(lo, hi)
@@ -58,7 +60,7 @@ class _DrawChoices:
     def packed(self, sizes: Sequence[int]) -> list[int]:
         return unpack(self.draw(_integers(0, packed_range(sizes) - 1)), sizes)
 
-    def group(self) -> ContextManager[None]:
+    def group(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()  # each draw is already a span of its own
 
 

@@ -5,6 +5,12 @@ from rmapfuzz.engine.run import Engine, OpCall, RunResult, Task
 from rmapfuzz.engine.schedule import ReplayScheduler
 
 __all__ = [
-    "Engine", "Finding", "FindingError", "KernelBug", "OpCall", "ReplayScheduler", "RunResult",
+    "Engine",
+    "Finding",
+    "FindingError",
+    "KernelBug",
+    "OpCall",
+    "ReplayScheduler",
+    "RunResult",
     "Task",
 ]

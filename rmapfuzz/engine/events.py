@@ -11,7 +11,8 @@ and :class:`Current` (which task am I).  They neither end a step nor create a sc
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 

@@ -16,7 +16,8 @@ observable yet.  ``max_steps`` bounds the whole run, setup included.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generator, Iterable, Protocol, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import Any, Protocol
 
 import attrs
 
@@ -51,8 +52,20 @@ class Observer(Protocol):
 
 class Task:
     __slots__ = (
-        "tid", "cpu", "name", "ops", "op_index", "gen", "pending", "pending_fn", "done",
-        "held", "atomic", "rcu", "results", "proc",
+        "tid",
+        "cpu",
+        "name",
+        "ops",
+        "op_index",
+        "gen",
+        "pending",
+        "pending_fn",
+        "done",
+        "held",
+        "atomic",
+        "rcu",
+        "results",
+        "proc",
     )
 
     def __init__(self, tid: int, cpu: int, name: str, ops: Sequence[OpCall]) -> None:
@@ -123,9 +136,7 @@ class Engine:
         self._step_obs = [o.on_step for o in self.observers if hasattr(o, "on_step")]
         self._mark_obs = [o.on_mark for o in self.observers if hasattr(o, "on_mark")]
         self._opend_obs = [o.on_op_end for o in self.observers if hasattr(o, "on_op_end")]
-        self._quiescent_obs = [
-            o.on_quiescent for o in self.observers if hasattr(o, "on_quiescent")
-        ]
+        self._quiescent_obs = [o.on_quiescent for o in self.observers if hasattr(o, "on_quiescent")]
         self._setup: Task | None = None
         self.setup_steps = 0
         self.decisions: list[tuple[int, int]] = []
@@ -350,9 +361,7 @@ class Engine:
     def _op_end(self, t: Task) -> None:
         if t.held:
             locks = ", ".join(f"{lk.name}" for lk, _ in t.held)
-            raise FindingError(
-                "lock-leak", f"{t.op_label} returned with {locks} held", task=t.tid
-            )
+            raise FindingError("lock-leak", f"{t.op_label} returned with {locks} held", task=t.tid)
         if t.rcu:
             raise FindingError(
                 "rcu-leak", f"{t.op_label} returned inside an RCU read-side section", task=t.tid
@@ -409,7 +418,7 @@ class Engine:
                 )
             cur = nxt
         assert cur is not None
-        cycle = path[seen[cur.tid]:]
+        cycle = path[seen[cur.tid] :]
         parts = [f"{label(t)} waits for {waits_for(t)[0]}" for t in cycle]
         raise FindingError(
             "deadlock", "; ".join(parts) + f"; held by {label(cycle[0])}", task=cycle[0].tid

@@ -13,7 +13,9 @@ longer fits when the operation runs simply makes it fail like the system call wo
 
 from __future__ import annotations
 
-from typing import ContextManager, Protocol, Sequence, TypeVar
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol, TypeVar
 
 import attrs
 
@@ -40,7 +42,7 @@ class Choices(Protocol):
         """Several uniform indices (the i-th in [0, sizes[i])) as ONE choice: what a whole
         operation's arguments cost, so that choices grow with operations, not arguments."""
 
-    def group(self) -> ContextManager[None]:
+    def group(self) -> AbstractContextManager[None]:
         """The choices made inside belong together (one operation, one decision): a shrinker
         may delete them as a unit."""
 
@@ -72,7 +74,9 @@ class GenSettings:
 class _Shadow:
     """What the setup created, as far as the generator can tell."""
 
-    regions: dict[int, list[tuple[int, int, bool]]] = attrs.field(factory=dict)  # pid -> (start, npages, gd)
+    regions: dict[int, list[tuple[int, int, bool]]] = attrs.field(
+        factory=dict
+    )  # pid -> (start, npages, gd)
     faulted: dict[int, set[int]] = attrs.field(factory=dict)  # pid -> addrs with a pte
     pages: int = 0
     next_pid: int = 2

@@ -10,8 +10,9 @@ replays what earlier runs saved there: that is how a job resumes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hypothesis import seed as hypothesis_seed
 from hypothesis.stateful import run_state_machine_as_test

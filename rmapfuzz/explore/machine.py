@@ -22,14 +22,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import attrs
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.control import current_build_context
+from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -39,13 +40,11 @@ from hypothesis.stateful import (
 )
 
 from rmapfuzz.engine import Engine, Finding, FindingError, OpCall
+from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
 from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.oracles import default_oracles
 from rmapfuzz.program import Op, Program, TaskProgram
 from rmapfuzz.runner import Outcome
-from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
-
-
 
 MAX_DECISIONS = 12
 SPAN_LABEL = 0x726D6170  # "rmap": marks one operation or one decision for the shrinker
@@ -111,7 +110,10 @@ defaults = Defaults()
 
 
 def machine_settings(
-    max_examples: int, database: str | Path | None = None, *, reuse: bool = True,
+    max_examples: int,
+    database: str | Path | None = None,
+    *,
+    reuse: bool = True,
     step_count: int = 3,
 ) -> settings:
     """Hypothesis settings for the machine; ``reuse`` replays what the database holds first (a
@@ -248,8 +250,11 @@ class RmapMachine(RuleBasedStateMachine):
         exc.outcome, exc.finding, exc.label = outcome, f, self.variant_label
         r = outcome.result
         exc.add_note(outcome.program.describe())
-        exc.add_note("schedule: " + " ".join(f"({t},{n})" for t, n in r.decisions)
-                     + f"  [{r.preemptions} preemptions, {r.steps} steps]")
+        exc.add_note(
+            "schedule: "
+            + " ".join(f"({t},{n})" for t, n in r.decisions)
+            + f"  [{r.preemptions} preemptions, {r.steps} steps]"
+        )
         exc.add_note(swimlanes(r.trace, outcome.program, setup_steps=r.setup_steps, finding=f))
         exc.add_note(finding_report(f))
         if self.corpus_dir is not None:

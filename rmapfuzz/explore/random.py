@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from typing import Any, Callable, ContextManager, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 import attrs
 
@@ -38,7 +40,7 @@ class RngChoices:
     def packed(self, sizes: Sequence[int]) -> list[int]:
         return unpack(self.rng.randrange(packed_range(sizes)), sizes)
 
-    def group(self) -> ContextManager[None]:
+    def group(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
 
@@ -77,7 +79,10 @@ def example_rng(seed: int, index: int) -> random.Random:
 
 
 def run_example(
-    variant: type[Mainline], seed: int, index: int, settings: GenSettings,
+    variant: type[Mainline],
+    seed: int,
+    index: int,
+    settings: GenSettings,
     knobs: dict[str, Any] | None = None,
 ) -> Outcome:
     """Example ``index`` of ``seed``: its program and schedule, run."""

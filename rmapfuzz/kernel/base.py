@@ -7,7 +7,8 @@ its free list and is the next one handed out (SLUB's LIFO freelist), keeping its
 
 from __future__ import annotations
 
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
 from rmapfuzz.engine import events as ev
 from rmapfuzz.engine.locks import spinlock

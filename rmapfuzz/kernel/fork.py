@@ -17,7 +17,11 @@ class Fork(Mmap):
         for mpnt in oldmm.mmap:
             start, end, pgoff, flags = yield ev.Load(mpnt, "geometry")  # *tmp = *mpnt
             tmp = self.kmem_cache_alloc_vma(
-                vm_mm=mm, vm_start=start, vm_end=end, vm_pgoff=pgoff, vm_flags=flags,
+                vm_mm=mm,
+                vm_start=start,
+                vm_end=end,
+                vm_pgoff=pgoff,
+                vm_flags=flags,
                 anon_vma=mpnt.anon_vma,
             )
             yield ev.Alloc(tmp)

@@ -75,9 +75,7 @@ class Memory(Rmap):
         yield from self.page_dup_rmap(pte.page)
         yield ev.Store(dst_pt, "ptes", Present(pte.page, False, False), addr)  # pte_mkold()
 
-    def copy_pte_range(
-        self, dst_mm: MM, src_mm: MM, vma: Vma, addr: int, end: int
-    ) -> Gen:
+    def copy_pte_range(self, dst_mm: MM, src_mm: MM, vma: Vma, addr: int, end: int) -> Gen:
         """mm/memory.c copy_pte_range(): dst PTL, then the source PTL nested, copy each pte."""
         dst_pt = yield from self.pte_lockptr(dst_mm, addr)
         yield ev.Acquire(dst_pt.ptl)

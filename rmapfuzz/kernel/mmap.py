@@ -64,9 +64,7 @@ class Mmap(Memory):
             )
         yield from self.unlink_anon_vmas(next_)
 
-    def vma_adjust(
-        self, vma: Vma, start: int, end: int, pgoff: int, insert: Vma | None
-    ) -> Gen:
+    def vma_adjust(self, vma: Vma, start: int, end: int, pgoff: int, insert: Vma | None) -> Gen:
         """mm/mmap.c vma_adjust(): change vma's range under the root anon_vma lock, with the
         interval-tree pre/post update around the three field writes; merge cases remove or
         shift the next vma.  mmap_sem held for write."""
@@ -101,8 +99,10 @@ class Mmap(Memory):
                 anon_vma = next_.anon_vma  # type: ignore[union-attr]
             if anon_vma is not None:
                 if adjust_next and next_.anon_vma and anon_vma is not next_.anon_vma:  # type: ignore[union-attr]
-                    raise KernelBug("VM_BUG_ON(adjust_next && next->anon_vma && anon_vma != "
-                                    "next->anon_vma) in vma_adjust()")
+                    raise KernelBug(
+                        "VM_BUG_ON(adjust_next && next->anon_vma && anon_vma != "
+                        "next->anon_vma) in vma_adjust()"
+                    )
                 yield from self.anon_vma_lock_write(anon_vma)
                 yield from self.anon_vma_interval_tree_pre_update_vma(vma)
                 if adjust_next:
@@ -148,7 +148,9 @@ class Mmap(Memory):
             return True
         return a1 is a2
 
-    def can_vma_merge_before(self, vma: Vma, flags: int, anon_vma: AnonVma | None, pgoff: int) -> bool:
+    def can_vma_merge_before(
+        self, vma: Vma, flags: int, anon_vma: AnonVma | None, pgoff: int
+    ) -> bool:
         """mm/mmap.c can_vma_merge_before()."""
         return (
             vma.vm_flags == flags
@@ -156,7 +158,9 @@ class Mmap(Memory):
             and vma.vm_pgoff == pgoff
         )
 
-    def can_vma_merge_after(self, vma: Vma, flags: int, anon_vma: AnonVma | None, pgoff: int) -> bool:
+    def can_vma_merge_after(
+        self, vma: Vma, flags: int, anon_vma: AnonVma | None, pgoff: int
+    ) -> bool:
         """mm/mmap.c can_vma_merge_after()."""
         return (
             vma.vm_flags == flags
@@ -165,8 +169,14 @@ class Mmap(Memory):
         )
 
     def vma_merge(
-        self, mm: MM, prev: Vma | None, addr: int, end: int, flags: int,
-        anon_vma: AnonVma | None, pgoff: int,
+        self,
+        mm: MM,
+        prev: Vma | None,
+        addr: int,
+        end: int,
+        flags: int,
+        anon_vma: AnonVma | None,
+        pgoff: int,
     ) -> Gen:
         """mm/mmap.c vma_merge(): cases 1-8, all by vma_adjust().  mmap_sem held for write."""
         pglen = (end - addr) >> PAGE_SHIFT
@@ -276,8 +286,12 @@ class Mmap(Memory):
         """mm/mmap.c __split_vma(): copy vma, clone its anon_vma chain (no refcount change),
         then vma_adjust() the original with the copy inserted."""
         new = self.kmem_cache_alloc_vma(
-            vm_mm=mm, vm_start=vma.vm_start, vm_end=vma.vm_end, vm_pgoff=vma.vm_pgoff,
-            vm_flags=vma.vm_flags, anon_vma=vma.anon_vma,
+            vm_mm=mm,
+            vm_start=vma.vm_start,
+            vm_end=vma.vm_end,
+            vm_pgoff=vma.vm_pgoff,
+            vm_flags=vma.vm_flags,
+            anon_vma=vma.anon_vma,
         )
         if new_below:
             new.vm_end = addr
@@ -349,7 +363,9 @@ class Mmap(Memory):
 
     # ------------------------------------------------------------- mprotect
 
-    def mprotect_fixup(self, vma: Vma, prev: Vma | None, start: int, end: int, newflags: int) -> Gen:
+    def mprotect_fixup(
+        self, vma: Vma, prev: Vma | None, start: int, end: int, newflags: int
+    ) -> Gen:
         """mm/mprotect.c mprotect_fixup(): try vma_merge(), else split at start and end, then
         set the flags.  Returns the new *pprev."""
         mm = vma.vm_mm
@@ -400,4 +416,3 @@ class Mmap(Memory):
         yield from self.free_pgtables(vmas)
         for vma in vmas:
             yield from self.remove_vma(vma)
-

@@ -49,7 +49,9 @@ class Present:
     young: bool = True
 
     def __repr__(self) -> str:
-        return f"pte({self.page.short()},{'w' if self.write else 'r'}{'' if self.young else ',old'})"
+        return (
+            f"pte({self.page.short()},{'w' if self.write else 'r'}{'' if self.young else ',old'})"
+        )
 
 
 @attrs.frozen(repr=False)

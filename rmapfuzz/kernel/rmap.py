@@ -14,7 +14,8 @@ Walkers announce themselves to the oracles with instant marks (``walk-begin``, `
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 

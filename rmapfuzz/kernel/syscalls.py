@@ -41,22 +41,47 @@ class OpSpec:
 OPS: dict[str, OpSpec] = {
     s.name: s
     for s in (
-        OpSpec("mmap", ("pid", "addr", "npages", "growsdown"), "sys_mmap",
-               "mmap a private anonymous region at addr (VM_GROWSDOWN if growsdown)"),
-        OpSpec("fault", ("pid", "addr"), "do_page_fault",
-               "write fault at addr: anonymous fault, stack growth, or migration-entry wait"),
+        OpSpec(
+            "mmap",
+            ("pid", "addr", "npages", "growsdown"),
+            "sys_mmap",
+            "mmap a private anonymous region at addr (VM_GROWSDOWN if growsdown)",
+        ),
+        OpSpec(
+            "fault",
+            ("pid", "addr"),
+            "do_page_fault",
+            "write fault at addr: anonymous fault, stack growth, or migration-entry wait",
+        ),
         OpSpec("fork", ("pid",), "sys_fork", "fork the process (dup_mmap); returns the child pid"),
         OpSpec("exit", ("pid",), "do_exit", "the process exits (exit_mm -> mmput -> exit_mmap)"),
-        OpSpec("munmap", ("pid", "addr", "npages"), "sys_munmap",
-               "unmap a range, splitting vmas at its ends"),
-        OpSpec("mprotect", ("pid", "addr", "npages", "write"), "sys_mprotect",
-               "change VM_WRITE on a range: vma_merge or split"),
-        OpSpec("migrate", ("pfn",), "compact_page",
-               "compaction migrates page frame pfn (no mmap_sem)"),
-        OpSpec("move_pages", ("pid", "addr"), "sys_move_pages",
-               "migrate the page mapped at addr with mmap_sem held for read (NUMA)"),
-        OpSpec("reclaim", ("pfn",), "shrink_page",
-               "reclaim probes page frame pfn: trylock_page + page_referenced()"),
+        OpSpec(
+            "munmap",
+            ("pid", "addr", "npages"),
+            "sys_munmap",
+            "unmap a range, splitting vmas at its ends",
+        ),
+        OpSpec(
+            "mprotect",
+            ("pid", "addr", "npages", "write"),
+            "sys_mprotect",
+            "change VM_WRITE on a range: vma_merge or split",
+        ),
+        OpSpec(
+            "migrate", ("pfn",), "compact_page", "compaction migrates page frame pfn (no mmap_sem)"
+        ),
+        OpSpec(
+            "move_pages",
+            ("pid", "addr"),
+            "sys_move_pages",
+            "migrate the page mapped at addr with mmap_sem held for read (NUMA)",
+        ),
+        OpSpec(
+            "reclaim",
+            ("pfn",),
+            "shrink_page",
+            "reclaim probes page frame pfn: trylock_page + page_referenced()",
+        ),
     )
 }
 

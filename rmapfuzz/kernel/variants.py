@@ -47,9 +47,11 @@ class LocklessWalk(Mainline):
         if anon_vma is None:
             return SWAP_AGAIN
         pgoff = yield ev.Load(page, "index")
-        return (yield from self.anon_vma_interval_tree_foreach(
-            "rmap_walk_anon", page, anon_vma, pgoff, rmap_one, arg
-        ))
+        return (
+            yield from self.anon_vma_interval_tree_foreach(
+                "rmap_walk_anon", page, anon_vma, pgoff, rmap_one, arg
+            )
+        )
 
     def try_to_unmap_anon(self, page: Page, flags: str) -> Gen:
         """RFC follow-up: page_lock_anon_vma() returns the anon_vma unlocked for TTU_MIGRATION;
@@ -61,9 +63,16 @@ class LocklessWalk(Mainline):
             return SWAP_AGAIN
         yield ev.RCU_READ_UNLOCK
         pgoff = yield ev.Load(page, "index")
-        return (yield from self.anon_vma_interval_tree_foreach(
-            "try_to_unmap_anon", page, anon_vma, pgoff, self.try_to_unmap_one_check_mapped, flags
-        ))
+        return (
+            yield from self.anon_vma_interval_tree_foreach(
+                "try_to_unmap_anon",
+                page,
+                anon_vma,
+                pgoff,
+                self.try_to_unmap_one_check_mapped,
+                flags,
+            )
+        )
 
 
 class PageAnonVmaLock(Mainline):
@@ -127,7 +136,9 @@ class Linus2012(Mainline):
     """
 
     name = "linus-2012"
-    summary = "Linus's 2012 special case: no anon_vma lock if PTL held, anon_vma is root, refcount 1"
+    summary = (
+        "Linus's 2012 special case: no anon_vma lock if PTL held, anon_vma is root, refcount 1"
+    )
     knobs: dict[str, Any] = {
         "require_mmap_sem": False,
         "recheck_each_phase": False,
@@ -288,12 +299,16 @@ def load_variant(spec: str) -> type[Mainline]:
         try:
             mspec.loader.exec_module(module)
         except Exception as e:  # the user's file: report, do not crash
-            raise UsageError(f"variant file {where} failed to load: {type(e).__name__}: {e}") from None
+            raise UsageError(
+                f"variant file {where} failed to load: {type(e).__name__}: {e}"
+            ) from None
     else:
         try:
             module = importlib.import_module(where)
         except Exception as e:
-            raise UsageError(f"variant module {where} failed to import: {type(e).__name__}: {e}") from None
+            raise UsageError(
+                f"variant module {where} failed to import: {type(e).__name__}: {e}"
+            ) from None
     cls = getattr(module, clsname, None)
     if cls is None:
         raise UsageError(f"variant {spec}: {where} has no class {clsname}")

@@ -14,7 +14,8 @@ which the 3.7 model does not have.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from rmapfuzz.engine import events as ev
 from rmapfuzz.engine.findings import FindingError
@@ -44,7 +45,9 @@ class InvariantOracle:
         if cls is ev.Rmw:
             obj = e.obj
             if type(obj) is AnonVma and obj.refcount < 0:
-                raise _fail("I8", f"{t.pending_fn}() drove {obj.short()}->refcount to {obj.refcount}")
+                raise _fail(
+                    "I8", f"{t.pending_fn}() drove {obj.short()}->refcount to {obj.refcount}"
+                )
         elif cls is ev.Store and type(e.value) is Migration:
             page = e.value.page
             if not page.lock.locked:
@@ -78,20 +81,27 @@ class InvariantOracle:
         for mm, addr, pte in self._ptes():
             page = pte.page
             if type(pte) is Migration:
-                raise _fail("I5", f"a migration entry for {page.short()} outlived its migration "
-                            f"at {addr:#x} in mm#{mm.oid}")
+                raise _fail(
+                    "I5",
+                    f"a migration entry for {page.short()} outlived its migration "
+                    f"at {addr:#x} in mm#{mm.oid}",
+                )
             mapcounts[page] = mapcounts.get(page, 0) + 1
             self._check_i1(mm, addr, page)
         for page in k.pages:
             n = mapcounts.get(page, 0)
             if page.mapcount + 1 != n:
-                raise _fail("I13", f"{page.short()}->_mapcount is {page.mapcount} but {n} ptes "
-                            f"map it")
+                raise _fail(
+                    "I13", f"{page.short()}->_mapcount is {page.mapcount} but {n} ptes map it"
+                )
             if page.mapcount >= 0:
                 av = page.mapping
                 if av is None or av.freed or av.gen != page.mapping_gen:
-                    raise _fail("I9", f"{page.short()} is mapped but its anon_vma "
-                                f"{av.short() if av else None} was freed or reused")
+                    raise _fail(
+                        "I9",
+                        f"{page.short()} is mapped but its anon_vma "
+                        f"{av.short() if av else None} was freed or reused",
+                    )
         for vma in k.live_vmas():
             self._check_i10(vma)
         for mm in k.mms:
@@ -107,22 +117,34 @@ class InvariantOracle:
     def _check_i1(self, mm: MM, addr: int, page: Page) -> None:
         vma = self._vma_at(mm, addr)
         if vma is None:
-            raise _fail("I1", f"{page.short()} is mapped at {addr:#x} in mm#{mm.oid} outside any "
-                        f"vma (munmap or exit left the pte behind)")
+            raise _fail(
+                "I1",
+                f"{page.short()} is mapped at {addr:#x} in mm#{mm.oid} outside any "
+                f"vma (munmap or exit left the pte behind)",
+            )
         av = page.mapping
         chain = [a.anon_vma for a in vma.anon_vma_chain]
         if av is None or av not in chain:
-            raise _fail("I1", f"{page.short()} is mapped at {addr:#x} by {vma.describe()} but "
-                        f"its anon_vma {av.short() if av else None} is not in that vma's chain: "
-                        f"rmap cannot find this mapping")
+            raise _fail(
+                "I1",
+                f"{page.short()} is mapped at {addr:#x} by {vma.describe()} but "
+                f"its anon_vma {av.short() if av else None} is not in that vma's chain: "
+                f"rmap cannot find this mapping",
+            )
         avc = next(a for a in vma.anon_vma_chain if a.anon_vma is av)
         if avc not in av.rb_root.nodes:
-            raise _fail("I1", f"{vma.describe()} maps {page.short()} but {avc.short()} is not in "
-                        f"{av.short()}'s tree")
+            raise _fail(
+                "I1",
+                f"{vma.describe()} maps {page.short()} but {avc.short()} is not in "
+                f"{av.short()}'s tree",
+            )
         expect = vma.vm_start + ((page.index - vma.vm_pgoff) << PAGE_SHIFT)
         if expect != addr:
-            raise _fail("I1", f"vma_address({page.short()}, {vma.describe()}) = {expect:#x} but "
-                        f"the page is mapped at {addr:#x}")
+            raise _fail(
+                "I1",
+                f"vma_address({page.short()}, {vma.describe()}) = {expect:#x} but "
+                f"the page is mapped at {addr:#x}",
+            )
 
     def _check_i4(self, mm: MM) -> None:
         by_av: dict[AnonVma, tuple[Vma, frozenset[AnonVma]]] = {}
@@ -132,21 +154,26 @@ class InvariantOracle:
             chain = frozenset(a.anon_vma for a in vma.anon_vma_chain)
             other = by_av.setdefault(vma.anon_vma, (vma, chain))
             if other[1] != chain:
-                raise _fail("I4", f"{other[0].short()} and {vma.short()} share "
-                            f"{vma.anon_vma.short()} but have different anon_vma chains")
+                raise _fail(
+                    "I4",
+                    f"{other[0].short()} and {vma.short()} share "
+                    f"{vma.anon_vma.short()} but have different anon_vma chains",
+                )
 
     def _check_i10(self, vma: Vma) -> None:
         chain = vma.anon_vma_chain
         if vma.anon_vma is not None and vma.anon_vma not in [a.anon_vma for a in chain]:
-            raise _fail("I10", f"{vma.describe()}->anon_vma {vma.anon_vma.short()} is not in its "
-                        f"own chain")
+            raise _fail(
+                "I10", f"{vma.describe()}->anon_vma {vma.anon_vma.short()} is not in its own chain"
+            )
         roots = set()
         for avc in chain:
             if avc.freed or avc.vma is not vma:
                 raise _fail("I10", f"{vma.short()}'s chain holds a freed or foreign {avc.short()}")
             if avc not in avc.anon_vma.rb_root.nodes:
-                raise _fail("I10", f"{avc.short()} of {vma.short()} is not in "
-                            f"{avc.anon_vma.short()}'s tree")
+                raise _fail(
+                    "I10", f"{avc.short()} of {vma.short()} is not in {avc.anon_vma.short()}'s tree"
+                )
             roots.add(avc.anon_vma.root)
         if len(roots) > 1:
             raise _fail("I10", f"{vma.short()}'s chain spans several roots")
@@ -158,17 +185,25 @@ class InvariantOracle:
         nodes = av.rb_root.nodes
         if av.freed:
             if nodes or av.refcount:
-                raise _fail("I8", f"{av.short()} was freed with refcount {av.refcount} and "
-                            f"{len(nodes)} avcs in its tree")
+                raise _fail(
+                    "I8",
+                    f"{av.short()} was freed with refcount {av.refcount} and "
+                    f"{len(nodes)} avcs in its tree",
+                )
             return
         if av.root is None or av.root.freed or av.root.root is not av.root:
-            raise _fail("I7", f"{av.short()}'s root {av.root.short() if av.root else None} is not "
-                        f"a live root")
+            raise _fail(
+                "I7",
+                f"{av.short()}'s root {av.root.short() if av.root else None} is not a live root",
+            )
         children = sum(1 for o in k.live_anon_vmas() if o is not av and o.root is av)
         expect = (1 if nodes else 0) + children
         if av.refcount != expect:
-            raise _fail("I8", f"{av.short()}->refcount is {av.refcount}, expected {expect} "
-                        f"({'1 for its tree + ' if nodes else ''}{children} children pinning it)")
+            raise _fail(
+                "I8",
+                f"{av.short()}->refcount is {av.refcount}, expected {expect} "
+                f"({'1 for its tree + ' if nodes else ''}{children} children pinning it)",
+            )
         if av.rb_root.busy is not None:
             raise _fail("I11", f"{av.short()}'s tree is left mid-update")
         for n in nodes:
@@ -177,18 +212,28 @@ class InvariantOracle:
                 raise _fail("I11", f"{av.short()}'s tree holds freed {n.short()}")
             key = (vma.vm_pgoff, vma.vm_pgoff + ((vma.vm_end - vma.vm_start) >> PAGE_SHIFT) - 1)
             if n.key != key:
-                raise _fail("I11", f"{n.short()} in {av.short()}'s tree has key "
-                            f"{n.key[0]:#x}-{n.key[1]:#x} but {vma.describe()} needs "
-                            f"{key[0]:#x}-{key[1]:#x}: geometry changed without pre/post update")
+                raise _fail(
+                    "I11",
+                    f"{n.short()} in {av.short()}'s tree has key "
+                    f"{n.key[0]:#x}-{n.key[1]:#x} but {vma.describe()} needs "
+                    f"{key[0]:#x}-{key[1]:#x}: geometry changed without pre/post update",
+                )
 
     def _check_leaks(self) -> None:
         k = self.kernel
-        for what, objs in (("vma", k.vmas), ("anon_vma_chain", k.avcs), ("anon_vma", k.anon_vmas),
-                           ("mm", k.mms)):
+        for what, objs in (
+            ("vma", k.vmas),
+            ("anon_vma_chain", k.avcs),
+            ("anon_vma", k.anon_vmas),
+            ("mm", k.mms),
+        ):
             live = [o for o in objs if not o.freed]
             if live:
-                raise FindingError("leak", f"every process has exited but {len(live)} {what}(s) "
-                                   f"are still allocated: {', '.join(o.short() for o in live[:4])}")
+                raise FindingError(
+                    "leak",
+                    f"every process has exited but {len(live)} {what}(s) "
+                    f"are still allocated: {', '.join(o.short() for o in live[:4])}",
+                )
 
     # --------------------------------------------------------------- helpers
 

@@ -76,7 +76,8 @@ class TornChainOracle:
             aw.visited.append((avc, vma, None))
             if avc not in aw.ever or avc.anon_vma is not aw.walk.anon_vma:
                 raise self._torn(
-                    eng, aw,
+                    eng,
+                    aw,
                     f"{aw.walk.fn}() visited {describe_avc(avc)}, which was not in "
                     f"{aw.walk.anon_vma.short()}'s chain at any point of the walk "
                     f"(a stale or foreign node)",
@@ -88,11 +89,10 @@ class TornChainOracle:
                 aw.visited[-1] = (avc, vma, (start, end, pgoff))
             seen = self.geom_hist.get(vma, {_geom(vma)})
             if (start, end, pgoff) not in seen:
-                real = ", ".join(
-                    f"({s:#x}, {e:#x}, {p:#x})" for s, e, p in sorted(seen)
-                )
+                real = ", ".join(f"({s:#x}, {e:#x}, {p:#x})" for s, e, p in sorted(seen))
                 raise self._torn(
-                    eng, aw,
+                    eng,
+                    aw,
                     f"{aw.walk.fn}() read {vma.short()} as vm_start={start:#x} vm_end={end:#x} "
                     f"vm_pgoff={pgoff:#x}, a combination that never existed (it was {real}): "
                     f"vma_address() of {aw.walk.page.short()} is wrong",
@@ -106,7 +106,8 @@ class TornChainOracle:
                 if missed:
                     aw_ = aw
                     raise self._torn(
-                        eng, aw_,
+                        eng,
+                        aw_,
                         f"{aw.walk.fn}() missed {describe_avc(missed[0])}: it was in "
                         f"{aw.walk.anon_vma.short()}'s chain and covered index "
                         f"{aw.walk.pgoff:#x} of {aw.walk.page.short()} throughout the walk",
@@ -146,7 +147,8 @@ class TornChainOracle:
                 aw = self.active[t.tid]
                 wt, wfn, wop = writer
                 raise self._torn(
-                    eng, aw,
+                    eng,
+                    aw,
                     f"{aw.walk.fn}() read {e.obj.short()} while task {wt} ({wop}) was in "
                     f"{wfn}() for {describe_avc(e.obj.busy)}: a tree under rebalancing, which "
                     f"no walker holding the root anon_vma lock can see",
