@@ -9,6 +9,7 @@ the corpus the moment it is made (atomically), so an interrupted job loses nothi
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
@@ -170,7 +171,16 @@ def run_rounds(
 
 
 def _worker(spec: JobSpec, wid: int, stop: Any, out: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    """One worker; a SIGINT (the parent forwards Ctrl-C) ends the current example, keeps what
+    was found so far, and stops the worker."""
+
+    def interrupt_once(signum: int, frame: Any) -> None:
+        # Ctrl-C at a terminal reaches the worker twice (its group, then the parent): the
+        # second must not interrupt the saving of what the first one kept
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt_once)
 
     def report(examples: int, steps: int, new: list[tuple[str, str | None]]) -> None:
         out.put(("progress", wid, examples, steps, new))
@@ -178,6 +188,8 @@ def _worker(spec: JobSpec, wid: int, stop: Any, out: Any) -> None:
     try:
         res = run_rounds(spec, spec.seed + wid, should_stop=stop.is_set, report=report)
         out.put(("done", wid, res.first_seed, res.first is not None))
+    except KeyboardInterrupt:  # between two examples: nothing in flight
+        out.put(("done", wid, None, False))
     except Exception as e:  # report, do not hang the parent
         out.put(("error", wid, f"{type(e).__name__}: {e}", None))
 
@@ -237,12 +249,16 @@ def run_workers(spec: JobSpec, workers: int, *, progress: bool = True) -> JobRes
                 print("\r" + line(), end="", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         res.interrupted = True
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # one Ctrl-C is enough
         stop.set()
+        for p in procs:  # a Ctrl-C sent to this process only reaches the workers this way
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGINT)
         if progress:
             print("\rinterrupted: stopping the workers, keeping every finding", file=sys.stderr)
         while done < workers:
             try:
-                msg = out.get(timeout=10)
+                msg = out.get(timeout=30)
             except queue.Empty:
                 break
             if msg[0] in ("done", "error"):
@@ -252,10 +268,11 @@ def run_workers(spec: JobSpec, workers: int, *, progress: bool = True) -> JobRes
                 res.steps += msg[3]
                 for sig, path in msg[4]:
                     res.add(sig, path)
+        signal.signal(signal.SIGINT, previous)
     finally:
         stop.set()
         for p in procs:
-            p.join(timeout=10)
+            p.join(timeout=30)
             if p.is_alive():
                 p.terminate()
         if progress:

@@ -63,6 +63,10 @@ def explore_hypothesis(
         except RmapFinding as e:
             ex.outcome = minimize(machine.variant, e.outcome, knobs=machine.knobs)
             break
+        except KeyboardInterrupt:
+            # interrupted (a job's Ctrl-C): keep the smallest failure seen so far, unshrunk
+            ex.outcome = stats.last
+            break
         finally:
             ex.examples, ex.steps = stats.examples, stats.steps
             ex.elapsed_s = time.perf_counter() - t0

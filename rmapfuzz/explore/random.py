@@ -112,7 +112,10 @@ def explore_random(
             break
         if should_stop is not None and i % 50 == 0 and should_stop():
             break
-        outcome = run_example(variant, seed, i, settings, knobs)
+        try:
+            outcome = run_example(variant, seed, i, settings, knobs)
+        except KeyboardInterrupt:  # a job's Ctrl-C: stop here
+            break
         ex.examples += 1
         ex.steps += outcome.result.steps + outcome.result.setup_steps
         i += 1
