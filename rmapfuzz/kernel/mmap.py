@@ -277,8 +277,9 @@ class Mmap(Memory):
         return error
 
     def expand_stack(self, vma: Vma, address: int) -> Gen:
-        """mm/mmap.c expand_stack() (CONFIG_STACK_GROWSUP off)."""
-        return (yield from self.expand_downwards(vma, address))
+        """mm/mmap.c expand_stack() of 3.7 (CONFIG_STACK_GROWSUP off): expand_downwards() with
+        mmap_sem held only for read.  Returns the vma now covering address, or None."""
+        return vma if (yield from self.expand_downwards(vma, address)) == 0 else None
 
     # --------------------------------------------------------------- split
 

@@ -134,7 +134,8 @@ class Syscalls(Migrate):
         if (yield ev.Load(vma, "vm_start")) > addr:
             if not vma.vm_flags & VM_GROWSDOWN:
                 return EFAULT
-            if (yield from self.expand_stack(vma, addr)):
+            vma = yield from self.expand_stack(vma, addr)
+            if vma is None:
                 return EFAULT
         if not vma.vm_flags & VM_WRITE:
             return EFAULT  # access_error(): every modelled fault is a write fault

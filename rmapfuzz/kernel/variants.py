@@ -18,18 +18,65 @@ from typing import Any
 from rmapfuzz.engine import events as ev
 from rmapfuzz.errors import UsageError
 from rmapfuzz.kernel.base import Gen
-from rmapfuzz.kernel.objects import AnonVma, Migration, Page, Present, Vma
+from rmapfuzz.kernel.objects import VM_GROWSDOWN, AnonVma, Migration, Page, Present, Vma
 from rmapfuzz.kernel.rmap import SWAP_AGAIN, RmapOne
 from rmapfuzz.kernel.syscalls import Syscalls
 
 
 class Mainline(Syscalls):
-    """v3.7 with the 3.8 rwsem: walkers take the root anon_vma rwsem for read."""
+    """v3.7 with the 3.8 rwsem (walkers take the root anon_vma rwsem for read) and the later
+    fixes of this area: B18 (in rmap.py) and stack growth under the mmap write lock (here).
+
+    The stack fix is in mainline because rmapfuzz found the race it closes: in 3.7 a page
+    fault's linear_page_index() reads vm_start and vm_pgoff while another thread's
+    expand_downwards(), under mmap_sem read too, rewrites them, so the new page gets a wrong
+    ->index and rmap can no longer find it (variant stack-growth-under-read)."""
 
     name = "mainline"
-    summary = "v3.7 + the 3.8 rwsem conversion: rmap walkers take the root anon_vma rwsem for read"
+    summary = (
+        "v3.7 + the 3.8 rwsem (rmap walkers take the root anon_vma rwsem for read) + later fixes"
+    )
     expected = "safe"
     knobs: dict[str, Any] = {}
+
+    def expand_stack(self, vma: Vma, address: int) -> Gen:
+        """mm/mmap.c expand_stack() as fixed in 6.5 ("mm: always expand the stack with the mmap
+        write lock held", Linus Torvalds, 2023): drop mmap_sem, take it for write, look the vma
+        up again and grow it, then back to read (mmap_write_downgrade, modelled as release and
+        re-acquire) and look it up once more.  Returns the vma covering address, or None."""
+        mm = vma.vm_mm
+        yield ev.Release(mm.mmap_sem, "r")
+        yield ev.Acquire(mm.mmap_sem, "w")
+        vma = yield from self.find_vma(mm, address)
+        if vma is not None and vma.vm_flags & VM_GROWSDOWN and vma.vm_start > address:
+            yield from self.expand_downwards(vma, address)
+        yield ev.Release(mm.mmap_sem, "w")
+        yield ev.Acquire(mm.mmap_sem, "r")
+        vma = yield from self.find_vma(mm, address)
+        if vma is None or (yield ev.Load(vma, "vm_start")) > address:
+            return None
+        return vma
+
+    def check_stack_guard_page(self, vma: Vma, address: int) -> Gen:
+        """mm/memory.c check_stack_guard_page() is gone since 4.12 (1be7107fbe18, the stack
+        guard gap): a fault at vm_start no longer grows the stack under mmap_sem read."""
+        return 0
+        yield  # a generator, like every model function
+
+
+class StackGrowthUnderRead(Mainline):
+    """3.7's stack growth: expand_stack() and check_stack_guard_page() run expand_downwards()
+    with mmap_sem held only for read, concurrently with page faults of other threads."""
+
+    name = "stack-growth-under-read"
+    summary = "3.7 stack growth under mmap_sem read vs a concurrent fault's linear_page_index()"
+    expected = "buggy"
+
+    def expand_stack(self, vma: Vma, address: int) -> Gen:
+        return (yield from Syscalls.expand_stack(self, vma, address))
+
+    def check_stack_guard_page(self, vma: Vma, address: int) -> Gen:
+        return (yield from Syscalls.check_stack_guard_page(self, vma, address))
 
 
 class LocklessWalk(Mainline):
@@ -239,24 +286,21 @@ class Linus2012(Mainline):
             return SWAP_AGAIN
         return (yield from super().rmap_walk_anon(page, rmap_one, arg))
 
-    def expand_downwards(self, vma: Vma, address: int) -> Gen:
-        """With ``stack_growth_under_read`` off, grow the stack as 6.5+ does ("mm: always expand
-        the stack with the mmap write lock held"): drop mmap_sem, retake it for write."""
+    def expand_stack(self, vma: Vma, address: int) -> Gen:
+        """``stack_growth_under_read``: 3.7's expand_stack(), else mainline's (6.5)."""
         if self.knob["stack_growth_under_read"]:
-            return (yield from super().expand_downwards(vma, address))
-        mm = vma.vm_mm
-        yield ev.Release(mm.mmap_sem, "r")
-        yield ev.Acquire(mm.mmap_sem, "w")
-        ret = -1
-        if (yield from self.find_vma(mm, address)) is vma:
-            ret = yield from super().expand_downwards(vma, address)
-        yield ev.Release(mm.mmap_sem, "w")
-        yield ev.Acquire(mm.mmap_sem, "r")
-        return ret
+            return (yield from Syscalls.expand_stack(self, vma, address))
+        return (yield from super().expand_stack(vma, address))
+
+    def check_stack_guard_page(self, vma: Vma, address: int) -> Gen:
+        if self.knob["stack_growth_under_read"]:
+            return (yield from Syscalls.check_stack_guard_page(self, vma, address))
+        return (yield from super().check_stack_guard_page(vma, address))
 
 
 BUILTIN: dict[str, type[Mainline]] = {
-    cls.name: cls for cls in (Mainline, LocklessWalk, PageAnonVmaLock, Linus2012)
+    cls.name: cls
+    for cls in (Mainline, LocklessWalk, PageAnonVmaLock, Linus2012, StackGrowthUnderRead)
 }
 
 

@@ -27,15 +27,23 @@ def op(name: str, *args: int) -> Op:
     return Op(name, tuple(args))
 
 
-def run(setup: tuple[Op, ...] | list[Op] = (), ops: tuple[Op, ...] | list[Op] = ()) -> Outcome:
+def run(
+    setup: tuple[Op, ...] | list[Op] = (),
+    ops: tuple[Op, ...] | list[Op] = (),
+    variant: type[Mainline] = Mainline,
+) -> Outcome:
     """Run ``setup`` alone, then ``ops`` in one task on the same CPU (no concurrency)."""
     tasks = (TaskProgram(0, tuple(ops)),) if ops else ()
-    return execute(Mainline, Program(cpus=1, setup=tuple(setup), tasks=tasks))
+    return execute(variant, Program(cpus=1, setup=tuple(setup), tasks=tasks))
 
 
-def clean(setup: tuple[Op, ...] | list[Op] = (), ops: tuple[Op, ...] | list[Op] = ()) -> Outcome:
+def clean(
+    setup: tuple[Op, ...] | list[Op] = (),
+    ops: tuple[Op, ...] | list[Op] = (),
+    variant: type[Mainline] = Mainline,
+) -> Outcome:
     """:func:`run`, asserting that no oracle reported anything."""
-    out = run(setup, ops)
+    out = run(setup, ops, variant)
     assert out.finding is None, out.finding
     return out
 

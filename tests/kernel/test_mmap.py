@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from rmapfuzz.kernel.objects import VM_GROWSDOWN, VM_WRITE, Present
+from rmapfuzz.kernel.variants import StackGrowthUnderRead
 from rmapfuzz.program import Op
 from rmapfuzz.runner import Outcome
 
@@ -320,6 +321,22 @@ def test_mmap_next_to_compatible_vma_merges() -> None:
 STACK = op("mmap", 1, 0x20000, 4, 1)  # [0x20000, 0x24000) pgoff 0x20, VM_GROWSDOWN
 
 
+def clean37(setup, ops):  # type: ignore[no-untyped-def]
+    """These tests pin 3.7's stack growth (under mmap_sem read, guard page included), which
+    mainline replaces with the 6.5 fix: the variant stack-growth-under-read keeps it."""
+    return clean(setup, ops, StackGrowthUnderRead)
+
+
+def test_mainline_grows_the_stack_only_below_it() -> None:
+    """Mainline (4.12 guard gap, 6.5 write-locked growth): a fault at vm_start of a stack does
+    not grow it; a fault below grows it to the faulting page, under mmap_sem for write."""
+    out = clean([STACK], [op("fault", 1, 0x20000)])
+    assert geometry(vmas(out, 1)[0])[0] == 0x20000
+    out = clean([STACK], [op("fault", 1, 0x1F000)])
+    assert geometry(vmas(out, 1)[0])[0] == 0x1F000
+    assert any(repr(t[4]) == "down_write(mm#1.mmap_sem)" for t in out.result.trace)
+
+
 def test_fault_below_stack_expands_it_twice() -> None:
     """__do_page_fault(0x1f000): find_vma() gives the stack vma with vm_start > address and
     VM_GROWSDOWN: expand_stack() -> expand_downwards(): anon_vma_prepare() (a new anon_vma,
@@ -328,7 +345,7 @@ def test_fault_below_stack_expands_it_twice() -> None:
     check_stack_guard_page(): the address is now vm_start, no vma below, so
     expand_downwards(vma, 0x1e000) grows one more (guard) page: [0x1e000, 0x24000) pgoff
     0x1e.  The page at 0x1f000 gets index 0x1f."""
-    out = clean([STACK], [op("fault", 1, 0x1F000)])
+    out = clean37([STACK], [op("fault", 1, 0x1F000)])
     assert results(out) == [0]
     (v,) = vmas(out, 1)
     av = anon_vma(out, 1)
@@ -346,7 +363,7 @@ def test_fault_at_stack_start_expands_guard_page() -> None:
     """A fault at vm_start of a VM_GROWSDOWN vma: check_stack_guard_page() sees
     address == vm_start and no vma abutting below, so expand_downwards(vma, address -
     PAGE_SIZE): [0x1f000, 0x24000) pgoff 0x1f; the page at 0x20000 keeps index 0x20."""
-    out = clean([STACK], [op("fault", 1, 0x20000)])
+    out = clean37([STACK], [op("fault", 1, 0x20000)])
     assert results(out) == [0]
     (v,) = vmas(out, 1)
     assert geometry(v) == (0x1F000, 0x24000, 0x1F)
@@ -357,7 +374,7 @@ def test_fault_at_stack_start_expands_guard_page() -> None:
 
 def test_fault_inside_stack_does_not_grow_it() -> None:
     """check_stack_guard_page() only acts when address == vm_start."""
-    out = clean([STACK], [op("fault", 1, 0x21000)])
+    out = clean37([STACK], [op("fault", 1, 0x21000)])
     (v,) = vmas(out, 1)
     assert geometry(v) == (0x20000, 0x24000, 0x20)
     assert tree(anon_vma(out, 1)) == [(v, (0x20, 0x23))]
@@ -367,7 +384,7 @@ def test_stack_guard_page_against_a_non_stack_vma_is_sigbus() -> None:
     """check_stack_guard_page(): prev->vm_end == address and prev is not VM_GROWSDOWN:
     -ENOMEM, so do_anonymous_page() returns VM_FAULT_SIGBUS before anon_vma_prepare()."""
     setup = [op("mmap", 1, 0x1C000, 4, 0), STACK]
-    out = clean(setup, [op("fault", 1, 0x20000)])
+    out = clean37(setup, [op("fault", 1, 0x20000)])
     assert results(out) == [VM_FAULT_SIGBUS]
     low, stack = vmas(out, 1)
     assert geometry(stack) == (0x20000, 0x24000, 0x20) and stack.anon_vma is None
@@ -380,7 +397,7 @@ def test_stack_split_by_mprotect_does_not_grow_into_itself() -> None:
     finds prev->vm_end == address with prev VM_GROWSDOWN: "that's only ok if it's the same
     stack mapping that has gotten split", return 0, no growth, the fault proceeds."""
     setup = [op("mmap", 1, 0x1C000, 8, 1), op("mprotect", 1, 0x1C000, 4, 0)]
-    out = clean(setup, [op("fault", 1, 0x20000)])
+    out = clean37(setup, [op("fault", 1, 0x20000)])
     assert results(out) == [0]
     low, high = vmas(out, 1)
     assert geometry(low) == (0x1C000, 0x20000, 0x1C) and low.vm_flags == VM_GROWSDOWN
@@ -396,7 +413,7 @@ def test_stack_at_mmap_min_addr_does_not_grow_below_it() -> None:
     security_mmap_addr(); check_stack_guard_page() ignores that result and the fault maps the
     page (do_anonymous_page()'s anon_vma_prepare() finds the anon_vma already there); the vma
     does not move."""
-    out = clean([op("mmap", 1, 0x10000, 4, 1)], [op("fault", 1, 0x10000)])
+    out = clean37([op("mmap", 1, 0x10000, 4, 1)], [op("fault", 1, 0x10000)])
     assert results(out) == [0]
     (v,) = vmas(out, 1)
     assert geometry(v) == (0x10000, 0x14000, 0x10)

@@ -25,7 +25,16 @@ from typing import Any
 import pytest
 
 from rmapfuzz.engine import events as ev
-from rmapfuzz.kernel.variants import LocklessWalk, Mainline, PageAnonVmaLock
+from rmapfuzz.kernel.variants import (
+    LocklessWalk,
+    Mainline,
+    PageAnonVmaLock,
+    StackGrowthUnderRead,
+)
+
+
+class LocklessWalk37(StackGrowthUnderRead, LocklessWalk):
+    """The RFC on the kernel it was written for: 3.7, whose stack grows under mmap_sem read."""
 from rmapfuzz.program import Op, Program, TaskProgram
 from rmapfuzz.runner import Outcome, execute
 
@@ -39,11 +48,14 @@ def run(variant: type[Mainline], program: Program, schedule: list[tuple[int, int
     return out
 
 
-def run_mainline(program: Program, schedule: list[tuple[int, int]]) -> Outcome:
+def run_mainline(
+    program: Program, schedule: list[tuple[int, int]], variant: type[Mainline] = Mainline
+) -> Outcome:
     """Mainline under the same decisions.  A schedule the locks make impossible would raise
     ReplayDivergence; none of this file's does (each decision either runs its full budget or
-    stops early because its task went to sleep on a lock), so mainline must run them clean."""
-    out = execute(Mainline, program, schedule)
+    stops early because its task went to sleep on a lock), so mainline must run them clean.
+    The stack-growth scenarios use 3.7's stack growth (mmap_sem read), which the RFC faced."""
+    out = execute(variant, program, schedule)
     assert out.decisions == schedule
     assert out.finding is None, out.finding
     return out
@@ -270,7 +282,7 @@ def test_lockless_walk_stack_growth_leaves_migration_entry():
     """B11(c) / rmap-spec CE2: mmap_sem held for read does not exclude expand_downwards()
     (012f18004da3 lists expand_stack among the operations that must exclude rmap_walk); the
     lockless walk misses the stack vma and its migration entry outlives the migration."""
-    out = run(LocklessWalk, PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_MISS)
+    out = run(LocklessWalk37, PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_MISS)
     f = assert_finding(
         out,
         "migration-entry-leak",
@@ -288,7 +300,7 @@ def test_lockless_walk_stack_growth_tears_vma_address():
     """B11(c): vma_address() reads vm_start before and vm_pgoff after expand_downwards()
     moved both: a geometry that never existed, i.e. the wrong address (Mel Gorman, 6 May 2010:
     "vma_address() can return -EFAULT for an address that will soon be valid")."""
-    out = run(LocklessWalk, PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_TORN)
+    out = run(LocklessWalk37, PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_TORN)
     f = assert_finding(
         out,
         "torn-chain",
@@ -304,14 +316,14 @@ def test_lockless_walk_stack_growth_tears_vma_address():
 def test_mainline_stack_growth_miss_schedule_walker_waits():
     """Mainline: rmap_walk_anon() sleeps in anon_vma_lock_read() while expand_downwards()
     holds av#1 ("We need the anon_vma lock to serialize against concurrent expand_stacks")."""
-    out = run_mainline(PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_MISS)
+    out = run_mainline(PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_MISS, StackGrowthUnderRead)
     assert (0, "down_read(av#1.rwsem)") in blocked(out)
 
 
 def test_mainline_stack_growth_torn_schedule_walker_waits():
     """Mainline, same decisions as the torn vma_address(): the walker has not taken av#1 yet
     at the preemption point, and then sleeps on it until the stack growth is complete."""
-    out = run_mainline(PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_TORN)
+    out = run_mainline(PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_TORN, StackGrowthUnderRead)
     assert (0, "down_read(av#1.rwsem)") in blocked(out)
 
 
@@ -495,8 +507,8 @@ SCENARIOS = {
     "sibling-fork": (LocklessWalk, PROGRAM_SIBLING_FORK, SCHEDULE_SIBLING_FORK),
     "sibling-fork-unmap": (LocklessWalk, PROGRAM_SIBLING_FORK, SCHEDULE_SIBLING_FORK_UNMAP),
     "sibling-exit": (LocklessWalk, PROGRAM_SIBLING_EXIT, SCHEDULE_SIBLING_EXIT),
-    "stack-growth-miss": (LocklessWalk, PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_MISS),
-    "stack-growth-torn": (LocklessWalk, PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_TORN),
+    "stack-growth-miss": (LocklessWalk37, PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_MISS),
+    "stack-growth-torn": (LocklessWalk37, PROGRAM_STACK_GROWTH, SCHEDULE_STACK_GROWTH_TORN),
     "munmap-split-torn": (LocklessWalk, PROGRAM_MUNMAP_SPLIT, SCHEDULE_MUNMAP_SPLIT_TORN),
     "munmap-split-miss": (LocklessWalk, PROGRAM_MUNMAP_SPLIT, SCHEDULE_MUNMAP_SPLIT_MISS),
     "child-page-fork": (PageAnonVmaLock, PROGRAM_CHILD_PAGE_FORK, SCHEDULE_CHILD_PAGE_FORK),
@@ -530,3 +542,41 @@ def test_buggy_variant_needs_the_interleaving(name):
     out = execute(variant, program, [])
     assert out.finding is None, out.finding
     assert out.result.preemptions == 0
+
+
+# ------------------------------ 6. found by rmapfuzz: 3.7 stack growth vs a concurrent fault
+
+#: pid1's stack [0x18000, 0x1b000) with a page at 0x19000.  Thread T2 faults at vm_start
+#: (check_stack_guard_page grows the stack under mmap_sem read) while thread T1 faults at
+#: 0x1a000: __page_set_anon_rmap()'s linear_page_index() reads the new vm_start and the old
+#: vm_pgoff, so the new page gets index 0x1b instead of 0x1a.
+PROGRAM_FAULT_VS_GROWTH = Program(
+    cpus=2,
+    setup=(Op("mmap", (1, 0x18000, 3, 1)), Op("fault", (1, 0x19000))),
+    tasks=(
+        TaskProgram(0, (Op("migrate", (1,)),)),
+        TaskProgram(1, (Op("fault", (1, 0x1A000)),)),
+        TaskProgram(0, (Op("fault", (1, 0x18000)),)),
+    ),
+)
+#: T2 takes its mm reference; compaction migrates page#1 to completion; T2 runs into
+#: expand_downwards() and writes vm_start; T1's whole fault runs between T2's two stores.
+SCHEDULE_FAULT_VS_GROWTH = [(2, 4), (0, 0), (2, 16), (1, 0)]
+
+
+def test_stack_growth_under_read_gives_a_page_the_wrong_index():
+    """3.7: expand_downwards() under mmap_sem read tears linear_page_index() of a concurrent
+    fault in the same vma; the page is mapped where vma_address() does not look (I1).  Fixed by
+    6.5's "mm: always expand the stack with the mmap write lock held"."""
+    out = execute(StackGrowthUnderRead, PROGRAM_FAULT_VS_GROWTH, SCHEDULE_FAULT_VS_GROWTH)
+    f = out.finding
+    assert f is not None and f.kind == "invariant-I1"
+    assert "vma_address(page#3" in f.message and "mapped at 0x1a000" in f.message
+
+
+def test_mainline_grows_the_stack_under_the_write_lock():
+    """Mainline (the 6.5 fix): the same decisions run clean; T2's expansion waits for
+    mmap_sem for write until T1's fault has released it for read."""
+    out = execute(Mainline, PROGRAM_FAULT_VS_GROWTH, SCHEDULE_FAULT_VS_GROWTH)
+    assert out.finding is None
+    assert any(repr(t[4]) == "down_write(mm#1.mmap_sem)" for t in out.result.trace)
