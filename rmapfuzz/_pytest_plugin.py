@@ -21,6 +21,8 @@ from typing import Any
 import attrs
 import pytest
 
+_SAVED_DEFAULTS = pytest.StashKey[Any]()
+
 
 @attrs.frozen
 class RmapfuzzOptions:
@@ -61,9 +63,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if profile != "ci" or save:
         from rmapfuzz.explore import machine
 
+        config.stash[_SAVED_DEFAULTS] = attrs.evolve(machine.defaults)
         machine.defaults.profile = profile
         if save:
             machine.defaults.corpus_dir = Path(config.getoption("rmapfuzz_corpus"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Put the machine defaults back (an in-process pytester run must not leak its options)."""
+    saved = config.stash.get(_SAVED_DEFAULTS, None)
+    if saved is not None:
+        from rmapfuzz.explore import machine
+
+        machine.defaults.profile = saved.profile
+        machine.defaults.corpus_dir = saved.corpus_dir
 
 
 @pytest.fixture

@@ -1,0 +1,171 @@
+"""The Hypothesis state machine (issue 3, item 1): cheap choices, small shrunk traces that
+replay, determinism, subclassing for a user's variant, and a clean mainline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import seed
+from hypothesis.control import current_build_context
+from hypothesis.stateful import run_state_machine_as_test
+
+from rmapfuzz import LocklessWalk, Mainline, RmapMachine
+from rmapfuzz.explore import machine as machine_mod
+from rmapfuzz.explore.hypothesis import explore_hypothesis
+from rmapfuzz.explore.machine import RmapFinding, machine_settings
+from rmapfuzz.kernel.objects import PAGE_SIZE, TASK_LO
+from rmapfuzz.program import Op, Program, TaskProgram
+from rmapfuzz.runner import execute
+
+
+@pytest.fixture(autouse=True)
+def _restore_machine_defaults():
+    """Machines made by for_variant read the module's defaults; leave them as found."""
+    saved = attrs.evolve(machine_mod.defaults)
+    yield
+    machine_mod.defaults.profile = saved.profile
+    machine_mod.defaults.corpus_dir = saved.corpus_dir
+
+
+# ------------------------------------------------------------------ choices
+
+
+def test_choices_per_example_are_far_fewer_than_atomic_steps():
+    """On mainline, Hypothesis makes < 1/4 as many choices per example as the run takes steps."""
+    m = RmapMachine.for_variant(Mainline)
+    ex = explore_hypothesis(Mainline, seed=1, max_examples=200, machine=m)
+    s = m.stats
+    assert ex.outcome is None
+    assert s.examples >= 200 and s.steps > 0 and s.choices > 0
+    assert s.choices / s.examples < (s.steps / s.examples) / 4, attrs.asdict(s)
+
+
+def _program(faults: int) -> Program:
+    """Task 0 reclaims page 1 of process 1; task 1 faults ``faults`` fresh pages in the child."""
+    setup = (Op("mmap", (1, TASK_LO, 8, 0)), Op("fault", (1, TASK_LO)), Op("fork", (1,)))
+    faulting = tuple(Op("fault", (2, TASK_LO + (1 + i) * PAGE_SIZE)) for i in range(faults))
+    return Program(2, setup, (TaskProgram(0, (Op("reclaim", (1,)),)), TaskProgram(1, faulting)))
+
+
+class _Wanted(Exception):
+    """Raised by the measuring machine for the examples it looks for."""
+
+
+@attrs.frozen
+class _Run:
+    choices: int
+    decisions: list[tuple[int, int]]
+    preemptions: int
+    steps: int
+    program: Program
+
+
+def _minimal_preempting_run(monkeypatch: pytest.MonkeyPatch, program: Program) -> _Run:
+    """The mainline machine on a fixed ``program``: Hypothesis shrinks to the simplest example
+    whose decisions preempt a task at least once and finish every task; that example's
+    choices (the last one run: Hypothesis replays the minimal failure)."""
+    monkeypatch.setattr(machine_mod, "generate", lambda choices, settings: program)
+
+    class Fixed(RmapMachine.for_variant(Mainline)):  # type: ignore[misc]
+        runs: list[_Run] = []
+
+        def teardown(self) -> None:
+            done = all(t.done for t in self.engine.tasks)
+            preemptions = self.engine.preemptions
+            super().teardown()
+            type(self).runs.append(_Run(
+                choices=len(current_build_context().data.choices),
+                decisions=list(self.engine.decisions),
+                preemptions=preemptions,
+                steps=len(self.engine.trace) - self.engine.setup_steps,
+                program=self.program(),
+            ))
+            if done and preemptions >= 1:
+                raise _Wanted
+
+    seed(3)(Fixed)
+    with pytest.raises(_Wanted):
+        run_state_machine_as_test(Fixed, settings=machine_settings(200, step_count=Fixed.step_count))
+    run = Fixed.runs[-1]
+    assert run.program == program and run.preemptions >= 1
+    return run
+
+
+def test_more_work_for_the_same_decisions_costs_no_more_choices(monkeypatch):
+    """Four times a task's work with the same decision shape costs the same Hypothesis choices."""
+    light = _minimal_preempting_run(monkeypatch, _program(1))
+    heavy = _minimal_preempting_run(monkeypatch, _program(4))
+    assert heavy.steps >= 2 * light.steps, (light, heavy)
+    assert (len(heavy.decisions), heavy.preemptions) == (len(light.decisions), light.preemptions)
+    assert heavy.choices == light.choices, (light, heavy)
+
+
+# ------------------------------------------------------------------ shrinking
+
+
+@pytest.mark.parametrize("s", [1, 2, 3])
+def test_shrunk_lockless_walk_finding_is_small_and_replays(s):
+    """explore_hypothesis shrinks lockless-walk to <= 5 ops, <= 3 preemptions; it replays."""
+    ex = explore_hypothesis(LocklessWalk, seed=s)
+    o = ex.outcome
+    assert o is not None and o.finding is not None
+    assert o.program.n_ops <= 5, o.program.describe()
+    assert o.result.preemptions <= 3, o.decisions
+    again = execute(LocklessWalk, o.program, o.decisions)
+    assert again.finding is not None
+    assert (again.finding.kind, again.finding.message, again.finding.step) == (
+        o.finding.kind, o.finding.message, o.finding.step
+    )
+    assert again.result.preemptions == o.result.preemptions
+    assert again.result.steps == o.result.steps
+
+
+def test_same_seed_same_program_decisions_and_finding():
+    """Without a database, one seed gives the same program, decisions and finding twice."""
+    first = explore_hypothesis(LocklessWalk, seed=4, database=None).outcome
+    second = explore_hypothesis(LocklessWalk, seed=4, database=None).outcome
+    assert first is not None and second is not None
+    assert second.program == first.program
+    assert second.decisions == first.decisions
+    f, g = first.finding, second.finding
+    assert (g.kind, g.message, g.step) == (f.kind, f.message, f.step)
+
+
+# ------------------------------------------------------------------ subclassing
+
+
+def test_a_user_variant_plugs_in_through_for_variant():
+    """A user's variant gets its own machine and TestCase; it fails with notes showing lanes."""
+
+    class MyPatch(LocklessWalk):
+        name = "my-patch"
+
+    before = {k: RmapMachine.__dict__.get(k) for k in ("variant", "variant_label", "stats")}
+    machine = RmapMachine.for_variant(MyPatch)
+    assert issubclass(machine, RmapMachine) and machine.variant is MyPatch
+    assert machine.variant_label == "my-patch"
+    seed(14)(machine)
+    with pytest.raises(RmapFinding) as info:
+        machine.TestCase("runTest").runTest()
+    e = info.value
+    assert type(e) is not RmapFinding and type(e).__name__.startswith("Finding_")
+    assert str(e).startswith("my-patch: " + e.outcome.finding.kind)
+    assert isinstance(e.outcome.kernel, MyPatch)
+    notes = "\n".join(getattr(e, "__notes__", []))
+    assert "cpu0" in notes and "cpu1" in notes and ">>" in notes  # the swim-lanes
+    assert "FINDING " + e.outcome.finding.kind in notes
+    assert machine.stats.examples > 0
+    assert {k: RmapMachine.__dict__.get(k) for k in before} == before  # the machine untouched
+    assert RmapMachine.stats.examples == 0
+
+
+def test_mainline_machine_runs_150_examples_clean():
+    """The mainline machine runs 150 examples of programs and interleavings with no finding."""
+    machine = RmapMachine.for_variant(Mainline, profile="ci")
+    seed(1)(machine)
+    run_state_machine_as_test(machine, settings=machine_settings(150, step_count=machine.step_count))
+    assert machine.stats.examples >= 150
+    assert machine.stats.steps > 150 * 50
+    assert machine.stats.last is None and machine.stats.first_failure_at is None
