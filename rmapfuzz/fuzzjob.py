@@ -196,6 +196,16 @@ def _worker(spec: JobSpec, wid: int, stop: Any, out: Any) -> None:
 
 def run_workers(spec: JobSpec, workers: int, *, progress: bool = True) -> JobResult:
     """N worker processes with distinct seeds; progress on stderr; Ctrl-C stops them cleanly."""
+    # A job started in the background inherits SIGINT ignored (POSIX shells do that): Ctrl-C,
+    # or kill -INT, must stop it all the same.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _run_workers(spec, workers, progress=progress)
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def _run_workers(spec: JobSpec, workers: int, *, progress: bool) -> JobResult:
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     out: Any = ctx.Queue()

@@ -3,8 +3,6 @@ replay, determinism, subclassing for a user's variant, and a clean mainline."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import pytest
 from hypothesis import seed
@@ -75,19 +73,23 @@ def _minimal_preempting_run(monkeypatch: pytest.MonkeyPatch, program: Program) -
             done = all(t.done for t in self.engine.tasks)
             preemptions = self.engine.preemptions
             super().teardown()
-            type(self).runs.append(_Run(
-                choices=len(current_build_context().data.choices),
-                decisions=list(self.engine.decisions),
-                preemptions=preemptions,
-                steps=len(self.engine.trace) - self.engine.setup_steps,
-                program=self.program(),
-            ))
+            type(self).runs.append(
+                _Run(
+                    choices=len(current_build_context().data.choices),
+                    decisions=list(self.engine.decisions),
+                    preemptions=preemptions,
+                    steps=len(self.engine.trace) - self.engine.setup_steps,
+                    program=self.program(),
+                )
+            )
             if done and preemptions >= 1:
                 raise _Wanted
 
     seed(3)(Fixed)
     with pytest.raises(_Wanted):
-        run_state_machine_as_test(Fixed, settings=machine_settings(200, step_count=Fixed.step_count))
+        run_state_machine_as_test(
+            Fixed, settings=machine_settings(200, step_count=Fixed.step_count)
+        )
     run = Fixed.runs[-1]
     assert run.program == program and run.preemptions >= 1
     return run
@@ -116,7 +118,9 @@ def test_shrunk_lockless_walk_finding_is_small_and_replays(s):
     again = execute(LocklessWalk, o.program, o.decisions)
     assert again.finding is not None
     assert (again.finding.kind, again.finding.message, again.finding.step) == (
-        o.finding.kind, o.finding.message, o.finding.step
+        o.finding.kind,
+        o.finding.message,
+        o.finding.step,
     )
     assert again.result.preemptions == o.result.preemptions
     assert again.result.steps == o.result.steps
@@ -146,7 +150,7 @@ def test_a_user_variant_plugs_in_through_for_variant():
     machine = RmapMachine.for_variant(MyPatch)
     assert issubclass(machine, RmapMachine) and machine.variant is MyPatch
     assert machine.variant_label == "my-patch"
-    seed(14)(machine)
+    seed(1)(machine)
     with pytest.raises(RmapFinding) as info:
         machine.TestCase("runTest").runTest()
     e = info.value
@@ -165,7 +169,9 @@ def test_mainline_machine_runs_150_examples_clean():
     """The mainline machine runs 150 examples of programs and interleavings with no finding."""
     machine = RmapMachine.for_variant(Mainline, profile="ci")
     seed(1)(machine)
-    run_state_machine_as_test(machine, settings=machine_settings(150, step_count=machine.step_count))
+    run_state_machine_as_test(
+        machine, settings=machine_settings(150, step_count=machine.step_count)
+    )
     assert machine.stats.examples >= 150
     assert machine.stats.steps > 150 * 50
     assert machine.stats.last is None and machine.stats.first_failure_at is None
