@@ -64,7 +64,7 @@ def explore_hypothesis(
             ex.outcome = minimize(machine.variant, e.outcome, knobs=machine.knobs)
             break
         except KeyboardInterrupt:
-            # interrupted (a job's Ctrl-C): keep the smallest failure seen so far, unshrunk
+            # interrupted (a job's Ctrl-C): keep the latest failing example, unshrunk
             ex.outcome = stats.last
             break
         finally:
