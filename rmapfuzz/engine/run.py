@@ -124,7 +124,7 @@ class Engine:
         self,
         *,
         ncpus: int,
-        observers: Iterable[Any] = (),
+        observers: Iterable[Observer] = (),
         max_steps: int = 200_000,
     ) -> None:
         self.ncpus = ncpus

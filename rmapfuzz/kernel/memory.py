@@ -19,7 +19,6 @@ from rmapfuzz.kernel.objects import (
     VM_GROWSDOWN,
     VM_WRITE,
     Migration,
-    Page,
     PageTable,
     Present,
     Vma,
@@ -196,6 +195,3 @@ class Memory(Rmap):
         pte = yield ev.Load(pt, "ptes", address)
         yield ev.Release(pt.ptl)
         return pte.page if type(pte) is Present else None
-
-
-__all__ = ["Memory", "Page", "table_ranges"]

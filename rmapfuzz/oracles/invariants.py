@@ -25,7 +25,6 @@ from rmapfuzz.kernel.objects import (
     AnonVma,
     Migration,
     Page,
-    Present,
     Vma,
 )
 
@@ -252,6 +251,3 @@ class InvariantOracle:
             if vma.vm_start <= addr < vma.vm_end:
                 return vma
         return None
-
-
-__all__ = ["InvariantOracle", "Present"]
