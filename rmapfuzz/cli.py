@@ -178,6 +178,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
             "name": name,
             "summary": cls.summary,
             "expected": inst.expected,
+            "commit": cls.commit,
             "knobs": dict(inst.knob),
         }
         if args.json:
@@ -195,7 +196,9 @@ def cmd_variants(args: argparse.Namespace) -> int:
                 if inst.knob
                 else ""
             )
-            print(f"{name:20} {inst.expected:6} {cls.summary}{knobs}")
+            print(f"{name:24} {inst.expected:6} {cls.summary}{knobs}")
+            if cls.commit:
+                print(f"{'':31} {cls.commit}")
     return EXIT_CLEAN
 
 

@@ -37,6 +37,8 @@ class Mainline(Syscalls):
         "v3.7 + the 3.8 rwsem (rmap walkers take the root anon_vma rwsem for read) + later fixes"
     )
     expected = "safe"
+    #: the upstream commit(s) the variant reverts (or, for a proposal, where it was posted)
+    commit = ""
     knobs: dict[str, Any] = {}
 
     def expand_stack(self, vma: Vma, address: int) -> Gen:
@@ -71,6 +73,7 @@ class StackGrowthUnderRead(Mainline):
     name = "stack-growth-under-read"
     summary = "3.7 stack growth under mmap_sem read vs a concurrent fault's linear_page_index()"
     expected = "buggy"
+    commit = "reverts 8d7071af8907 (6.5, mm: always expand the stack with the mmap write lock held)"
 
     def expand_stack(self, vma: Vma, address: int) -> Gen:
         return (yield from Syscalls.expand_stack(self, vma, address))
@@ -87,6 +90,7 @@ class LocklessWalk(Mainline):
     name = "lockless-walk"
     summary = "the 2012 RFC: rmap_walk_anon()/try_to_unmap_anon() walk without the anon_vma lock"
     expected = "buggy"
+    commit = "RFC posted 2012-11-30 (not merged; 3.8 took 5a505085f043 + 4fc3f1d66b1e instead)"
 
     def rmap_walk_anon(self, page: Page, rmap_one: RmapOne, arg: Any) -> Gen:
         """RFC: "since all callers are holding the mmap_sem no vma can go away from under us"."""
@@ -129,6 +133,7 @@ class PageAnonVmaLock(Mainline):
     name = "page-anon-vma-lock"
     summary = "walkers lock page->mapping's own anon_vma rwsem, not the root's (pre-012f18004da3)"
     expected = "buggy"
+    commit = "reverts 012f18004da3 (2.6.35, mm: always lock the root (oldest) anon_vma)"
 
     def anon_vma_lock_read(self, anon_vma: AnonVma) -> Gen:
         yield ev.Acquire(anon_vma.rwsem, "r")
@@ -186,6 +191,7 @@ class Linus2012(Mainline):
     summary = (
         "Linus's 2012 special case: no anon_vma lock if PTL held, anon_vma is root, refcount 1"
     )
+    commit = "proposed on LKML 2012-12-01 (never implemented)"
     knobs: dict[str, Any] = {
         "require_mmap_sem": False,
         "recheck_each_phase": False,
