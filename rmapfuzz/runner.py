@@ -11,7 +11,7 @@ import attrs
 from rmapfuzz.engine import Engine, Finding, OpCall, ReplayScheduler, RunResult
 from rmapfuzz.engine.run import Scheduler
 from rmapfuzz.kernel.variants import Mainline
-from rmapfuzz.oracles import default_oracles
+from rmapfuzz.oracles import advisories, default_oracles
 from rmapfuzz.program import Op, Program
 
 
@@ -20,6 +20,8 @@ class Outcome:
     program: Program
     result: RunResult
     kernel: Mainline
+    #: advisory oracle output (``lockset: ...`` lines), not findings
+    advisories: list[str] = attrs.field(factory=list)
 
     @property
     def finding(self) -> Finding | None:
@@ -47,7 +49,8 @@ def execute(
         scheduler = ReplayScheduler(scheduler)  # type: ignore[arg-type]
     kernel = variant(**(knobs or {}))
     kernel.boot()
-    engine = Engine(ncpus=program.cpus, observers=default_oracles(kernel), max_steps=max_steps)
+    oracles = default_oracles(kernel)
+    engine = Engine(ncpus=program.cpus, observers=oracles, max_steps=max_steps)
     tasks = [
         (t.cpu, f"task{i}", [_call(kernel, op) for op in t.ops])
         for i, t in enumerate(program.tasks)
@@ -57,4 +60,4 @@ def execute(
         scheduler,
         setup=[_call(kernel, op) for op in program.setup],  # type: ignore[arg-type]
     )
-    return Outcome(program, result, kernel)
+    return Outcome(program, result, kernel, advisories(oracles))

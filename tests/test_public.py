@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
+from rmapfuzz.strategies import programs, schedules
 
 import rmapfuzz
 from rmapfuzz import Mainline, execute
 from rmapfuzz.errors import ReplayDivergence
-from rmapfuzz.strategies import programs, schedules
 
 
 def test_all_matches_exports():

@@ -22,12 +22,16 @@ from rmapfuzz.kernel.objects import (
     AnonVmaChain,
     Page,
     PageTable,
+    SwapSlot,
     TaskStruct,
     Vma,
     table_index,
 )
 
 Gen = Generator[Any, Any, Any]
+
+#: slots of the swap device: a handful is enough for the few pages of a program
+SWAP_SLOTS = 8
 
 
 # atomic_t operations, as Rmw functions: old -> (new, result)
@@ -86,6 +90,10 @@ class KernelBase:
         self._table_ids = 0
         #: task id -> MigrationContext of the migration that task is running
         self.migration_context: dict[int, Any] = {}
+        #: task id -> [countdown, times] armed by the fail_nth operation (should_failslab)
+        self.fail_nth: dict[int, list[int]] = {}
+        #: swap_map of the one swap device (kernel/swap.py)
+        self.swap_slots: list[SwapSlot] = [SwapSlot(i) for i in range(1, SWAP_SLOTS + 1)]
 
     # ------------------------------------------------------------------ ids
 
@@ -121,6 +129,32 @@ class KernelBase:
         return ev.Rmw(obj, field, _add_negative_minus1, "atomic_add_negative")
 
     # ------------------------------------------------------------ allocators
+
+    def should_failslab(self, cache: str, gfp: str = "GFP_KERNEL") -> Gen:
+        """mm/failslab.c should_failslab() -> lib/fault-inject.c should_fail() with the calling
+        task's /proc/self/task/<tid>/fail-nth (Documentation/fault-injection): every modelled
+        slab allocation of a task counts down its fail-nth; the one that reaches zero fails.
+
+        ``times`` > 1 (the fail_nth operation's second argument) lets the following
+        ``times - 1`` allocations of the task fail too: what memory exhaustion does to an
+        OOM victim, and the only way to fail both the GFP_NOWAIT attempt and the GFP_KERNEL
+        retry of anon_vma_clone().  failslab is configured as syzkaller does
+        (ignore-gfp-wait=N): GFP_KERNEL allocations are eligible.  No step: a failed
+        allocation touches no shared memory; a mark names it in the trace."""
+        task = yield ev.CURRENT
+        armed = self.fail_nth.get(task.tid)
+        if armed is None:
+            return False
+        armed[0] -= 1
+        if armed[0] > 0:
+            return False
+        armed[1] -= 1
+        if armed[1] > 0:
+            armed[0] = 1
+        else:
+            del self.fail_nth[task.tid]
+        yield ev.Mark("failslab", f"kmem_cache_alloc({cache}, {gfp}) fails (fail-nth)")
+        return True
 
     def kmem_cache_alloc_anon_vma(self) -> AnonVma:
         """Take an anon_vma slot: the most recently freed one first (type-stable reuse)."""

@@ -1,5 +1,9 @@
 """mm/migrate.c (v3.7): migration of one anonymous page, and waiting on a migration entry.
 
+A page in the swap cache is unmapped into swap entries (try_to_unmap_one()) and its swap cache
+entry moves to the new page (migrate_page_move_mapping()); an unmapped swap cache page, which
+the kernel migrates without remapping (remap_swapcache = 0), is left alone here.
+
 Differences from the kernel: the copy itself (migrate_page_copy) is not a step, and
 migrate_page_move_mapping() never fails with -EAGAIN (page reference counts are not modelled),
 so a migration fails only when try_to_unmap() left the page mapped.  Callers tell the walkers
@@ -78,6 +82,13 @@ class Migrate(Fork):
         mapping = yield ev.Load(page, "mapping")
         yield ev.Store(newpage, "mapping", mapping)
         newpage.mapping_gen = page.mapping_gen  # ghost state for invariant I9
+        slot = page.private  # PageSwapCache(): stable under the page lock we hold
+        if slot is not None:
+            # migrate_page_move_mapping(): the swap cache entry moves to newpage; then
+            # migrate_page_copy() clears PageSwapCache and page_private of the old page
+            yield ev.Store(newpage, "private", slot)
+            yield ev.Store(slot, "page", newpage)  # radix_tree_replace_slot()
+            yield ev.Store(page, "private", None)
         yield from self.remove_migration_ptes(page, newpage)
         yield ev.Store(page, "mapping", None)
         yield ev.Release(newpage.lock)

@@ -6,7 +6,8 @@ mmap_sem for write; everything else goes through engine events.  Differences fro
 
 * mmap() never merges the new vma with its neighbours (mmap_region's vma_merge is skipped);
   mprotect() does merge, through vma_merge() and vma_adjust() exactly as in 3.7.
-* change_protection() (the pte write bits after mprotect) is not modelled.
+* change_protection() write-protects every present pte (a private anonymous vma's
+  vm_page_prot never has the write bit: COW) and makes writable migration entries read-only.
 * There is no map_count limit, no accounting (acct_stack_growth always succeeds).
 """
 
@@ -15,16 +16,20 @@ from __future__ import annotations
 from rmapfuzz.engine import events as ev
 from rmapfuzz.engine.findings import KernelBug
 from rmapfuzz.kernel.base import Gen
-from rmapfuzz.kernel.memory import Memory
+from rmapfuzz.kernel.memory import Memory, table_ranges
 from rmapfuzz.kernel.objects import (
     MM,
     PAGE_SHIFT,
+    PAGE_SIZE,
     TASK_HI,
     TASK_LO,
     VM_WRITE,
     AnonVma,
+    Migration,
+    Present,
     Vma,
 )
+from rmapfuzz.kernel.rmap import ENOMEM
 
 _RWX = 0x7
 
@@ -48,6 +53,23 @@ class Mmap(Memory):
         """mm/mmap.c __insert_vm_struct()."""
         yield ev.Store(mm, "mmap", tuple(sorted((*mm.mmap, vma), key=lambda v: v.vm_start)))
 
+    def find_vma_links(self, mm: MM, addr: int, end: int) -> Gen:
+        """mm/mmap.c find_vma_links(): the vma after which [addr, end) would be linked
+        (``*pprev``), or -ENOMEM if a vma overlaps the range.  mmap_sem held for write."""
+        prev = None
+        for vma in (yield ev.Load(mm, "mmap")):
+            if vma.vm_end > addr:
+                if vma.vm_start < end:
+                    return ENOMEM
+                break
+            prev = vma
+        return prev
+
+    def vma_link(self, mm: MM, vma: Vma, prev: Vma | None) -> Gen:
+        """mm/mmap.c vma_link() -> __vma_link(): into the mm's list and rbtree after prev
+        (no file: no i_mmap_mutex).  The list is kept sorted, so prev only documents."""
+        yield from self._insert_vm_struct(mm, vma)
+
     def remove_vma(self, vma: Vma) -> Gen:
         """mm/mmap.c remove_vma(): free the vma struct."""
         yield ev.Free(vma)
@@ -64,10 +86,24 @@ class Mmap(Memory):
             )
         yield from self.unlink_anon_vmas(next_)
 
+    #: 4.9's __vma_adjust() imports case 6's anon_vma from next->vm_next in the first pass,
+    #: before anything is removed; 3.7 imports it in the second pass, after next is freed, so
+    #: an -ENOMEM there returns to mprotect_fixup() with its vma freed (Mainline sets this)
+    import_from_next_next = False
+
+    def vma_adjust_import(self, importer: Vma, exporter: Vma) -> Gen:
+        """vma_adjust()'s "Easily overlooked" import (mm/mmap.c): attach the expanding vma to
+        the shrinking one's chain, then set its ->anon_vma (3.7 order).  0 or -ENOMEM."""
+        if (yield from self.anon_vma_clone(importer, exporter)):
+            return ENOMEM
+        yield ev.Store(importer, "anon_vma", exporter.anon_vma)
+        return 0
+
     def vma_adjust(self, vma: Vma, start: int, end: int, pgoff: int, insert: Vma | None) -> Gen:
         """mm/mmap.c vma_adjust(): change vma's range under the root anon_vma lock, with the
         interval-tree pre/post update around the three field writes; merge cases remove or
-        shift the next vma.  mmap_sem held for write."""
+        shift the next vma.  mmap_sem held for write.  Returns 0, or -ENOMEM when the import
+        clone fails (in 3.7's second pass of case 6, after next was already removed)."""
         mm = vma.vm_mm
         next_ = self.vm_next(mm, vma)
         adjust_next = 0
@@ -81,6 +117,11 @@ class Mmap(Memory):
                     remove_next = 1 + (end > next_.vm_end)
                     end = next_.vm_end
                     exporter, importer = next_, vma
+                    if self.import_from_next_next:
+                        if again:
+                            exporter = None  # imported in the first pass
+                        elif remove_next == 2 and next_.anon_vma is None:
+                            exporter = self.vm_next(mm, next_)
                 elif end > next_.vm_start:
                     # mprotect case 5: shift the boundary up
                     adjust_next = (end - next_.vm_start) >> PAGE_SHIFT
@@ -90,9 +131,14 @@ class Mmap(Memory):
                     adjust_next = -((vma.vm_end - end) >> PAGE_SHIFT)
                     exporter, importer = vma, next_
                 # "Easily overlooked": the importer must be attached to the exporter's chain.
-                if exporter is not None and exporter.anon_vma and not importer.anon_vma:
-                    yield from self.anon_vma_clone(importer, exporter)
-                    yield ev.Store(importer, "anon_vma", exporter.anon_vma)
+                if (
+                    exporter is not None
+                    and importer is not None
+                    and exporter.anon_vma
+                    and not importer.anon_vma
+                    and (yield from self.vma_adjust_import(importer, exporter))
+                ):
+                    return ENOMEM
 
             anon_vma: AnonVma | None = vma.anon_vma
             if anon_vma is None and adjust_next:
@@ -195,21 +241,25 @@ class Mmap(Memory):
                 and self.can_vma_merge_before(next_, flags, anon_vma, pgoff + pglen)
                 and self.is_mergeable_anon_vma(prev.anon_vma, next_.anon_vma, None)
             ):  # cases 1, 6
-                yield from self.vma_adjust(prev, prev.vm_start, next_.vm_end, prev.vm_pgoff, None)
+                err = yield from self.vma_adjust(
+                    prev, prev.vm_start, next_.vm_end, prev.vm_pgoff, None
+                )
             else:  # cases 2, 5, 7
-                yield from self.vma_adjust(prev, prev.vm_start, end, prev.vm_pgoff, None)
-            return prev
+                err = yield from self.vma_adjust(prev, prev.vm_start, end, prev.vm_pgoff, None)
+            return None if err else prev
         if (
             next_ is not None
             and end == next_.vm_start
             and self.can_vma_merge_before(next_, flags, anon_vma, pgoff + pglen)
         ):
             if prev is not None and addr < prev.vm_end:  # case 4
-                yield from self.vma_adjust(prev, prev.vm_start, addr, prev.vm_pgoff, None)
+                err = yield from self.vma_adjust(prev, prev.vm_start, addr, prev.vm_pgoff, None)
             else:  # cases 3, 8
                 assert area is not None
-                yield from self.vma_adjust(area, addr, next_.vm_end, next_.vm_pgoff - pglen, None)
-            return area
+                err = yield from self.vma_adjust(
+                    area, addr, next_.vm_end, next_.vm_pgoff - pglen, None
+                )
+            return None if err else area
         return None
 
     # ------------------------------------------- find_mergeable_anon_vma
@@ -256,7 +306,8 @@ class Mmap(Memory):
         concurrent expand_stack()s."""
         # "We must make sure the anon_vma is allocated so that the anon_vma locking is not
         # a noop" -- before security_mmap_addr() refuses an address below mmap_min_addr.
-        yield from self.anon_vma_prepare(vma)
+        if (yield from self.anon_vma_prepare(vma)):
+            return ENOMEM
         if address < TASK_LO:
             return -1
         anon_vma = yield ev.Load(vma, "anon_vma")  # vma_lock_anon_vma()
@@ -285,7 +336,10 @@ class Mmap(Memory):
 
     def _split_vma(self, mm: MM, vma: Vma, addr: int, new_below: bool) -> Gen:
         """mm/mmap.c __split_vma(): copy vma, clone its anon_vma chain (no refcount change),
-        then vma_adjust() the original with the copy inserted."""
+        then vma_adjust() the original with the copy inserted.  0 or -ENOMEM (out_err paths:
+        the copy's chain is unlinked and the copy freed)."""
+        if (yield from self.should_failslab("vm_area_cachep")):
+            return ENOMEM
         new = self.kmem_cache_alloc_vma(
             vm_mm=mm,
             vm_start=vma.vm_start,
@@ -300,14 +354,21 @@ class Mmap(Memory):
             new.vm_start = addr
             new.vm_pgoff += (addr - vma.vm_start) >> PAGE_SHIFT
         yield ev.Alloc(new)
-        yield from self.anon_vma_clone(new, vma)
+        if (yield from self.anon_vma_clone(new, vma)):
+            yield from self.remove_vma(new)  # out_free_vma
+            return ENOMEM
         if new_below:
-            yield from self.vma_adjust(
+            err = yield from self.vma_adjust(
                 vma, addr, vma.vm_end, vma.vm_pgoff + ((addr - new.vm_start) >> PAGE_SHIFT), new
             )
         else:
-            yield from self.vma_adjust(vma, vma.vm_start, addr, vma.vm_pgoff, new)
-        return 0
+            err = yield from self.vma_adjust(vma, vma.vm_start, addr, vma.vm_pgoff, new)
+        if not err:
+            return 0
+        # "Clean everything up if vma_adjust failed." (it cannot: an insert never imports)
+        yield from self.unlink_anon_vmas(new)
+        yield from self.remove_vma(new)
+        return err
 
     def split_vma(self, mm: MM, vma: Vma, addr: int, new_below: bool) -> Gen:
         """mm/mmap.c split_vma()."""
@@ -333,10 +394,14 @@ class Mmap(Memory):
         if vma is None or vma.vm_start >= end:
             return 0
         if start > vma.vm_start:
-            yield from self._split_vma(mm, vma, start, False)
+            error = yield from self._split_vma(mm, vma, start, False)
+            if error:
+                return error
         last = yield from self.find_vma(mm, end)
         if last is not None and end > last.vm_start:
-            yield from self._split_vma(mm, last, end, True)
+            error = yield from self._split_vma(mm, last, end, True)
+            if error:
+                return error
         first = yield from self.find_vma(mm, start)
         gone = yield from self.detach_vmas_to_be_unmapped(mm, first, end)
         yield from self.unmap_region(mm, gone, start, end)
@@ -355,6 +420,8 @@ class Mmap(Memory):
         for v in (yield ev.Load(mm, "mmap")):
             if v.vm_start < end and addr < v.vm_end:
                 return -17  # occupied: this model does not do MAP_FIXED replacement
+        if (yield from self.should_failslab("vm_area_cachep")):
+            return ENOMEM
         vma = self.kmem_cache_alloc_vma(
             vm_mm=mm, vm_start=addr, vm_end=end, vm_pgoff=addr >> PAGE_SHIFT, vm_flags=flags
         )
@@ -368,7 +435,7 @@ class Mmap(Memory):
         self, vma: Vma, prev: Vma | None, start: int, end: int, newflags: int
     ) -> Gen:
         """mm/mprotect.c mprotect_fixup(): try vma_merge(), else split at start and end, then
-        set the flags.  Returns the new *pprev."""
+        set the flags.  Returns the new *pprev, or -ENOMEM if a split failed."""
         mm = vma.vm_mm
         if newflags == vma.vm_flags:
             return vma
@@ -378,11 +445,36 @@ class Mmap(Memory):
             vma = merged
         else:
             if start != vma.vm_start:
-                yield from self.split_vma(mm, vma, start, True)
+                error = yield from self.split_vma(mm, vma, start, True)
+                if error:
+                    return error
             if end != vma.vm_end:
-                yield from self.split_vma(mm, vma, end, False)
+                error = yield from self.split_vma(mm, vma, end, False)
+                if error:
+                    return error
         yield ev.Store(vma, "vm_flags", newflags)
+        yield from self.change_protection(vma, start, end)
         return vma
+
+    def change_pte_range(self, mm: MM, addr: int, end: int) -> Gen:
+        """mm/mprotect.c change_pte_range(): under the PTL, pte_modify() each present pte to
+        the vma's new vm_page_prot -- read-only for a private anonymous vma whatever VM_WRITE
+        says (writes COW through do_wp_page()) -- and make writable migration entries
+        read-only; swap entries are left alone."""
+        pt = yield from self.pte_lockptr(mm, addr)
+        yield ev.Acquire(pt.ptl)
+        for a in range(addr, end, PAGE_SIZE):
+            pte = yield ev.Load(pt, "ptes", a)
+            if type(pte) is Present and pte.write:
+                yield ev.Store(pt, "ptes", Present(pte.page, False, pte.young), a)
+            elif type(pte) is Migration and pte.write:
+                yield ev.Store(pt, "ptes", Migration(pte.page, False), a)
+        yield ev.Release(pt.ptl)
+
+    def change_protection(self, vma: Vma, start: int, end: int) -> Gen:
+        """mm/mprotect.c change_protection() (dirty_accountable is 0 for anonymous memory)."""
+        for addr, nxt in table_ranges(start, end):
+            yield from self.change_pte_range(vma.vm_mm, addr, nxt)
 
     def do_mprotect(self, mm: MM, start: int, length: int, write: bool) -> Gen:
         """mm/mprotect.c sys_mprotect() after down_write(mmap_sem): fix up each vma in range."""
@@ -398,6 +490,8 @@ class Mmap(Memory):
             newflags = (vma.vm_flags & ~_RWX) | (VM_WRITE if write else 0)
             tmp = min(vma.vm_end, end)
             prev = yield from self.mprotect_fixup(vma, prev, nstart, tmp, newflags)
+            if type(prev) is int:
+                return prev
             assert prev is not None
             nstart = max(tmp, prev.vm_end)
             if nstart >= end:
@@ -417,3 +511,57 @@ class Mmap(Memory):
         yield from self.free_pgtables(vmas)
         for vma in vmas:
             yield from self.remove_vma(vma)
+
+    # ---------------------------------------------------------------- mremap
+
+    def copy_vma(self, vma: Vma, addr: int, length: int, pgoff: int) -> Gen:
+        """mm/mmap.c copy_vma(): the vma mremap moves vma's pages into, at [addr, addr+length)
+        with pgoff: either a neighbour that vma_merge() extended over the range, or a copy of
+        vma linked into every anon_vma of vma's chain (anon_vma_clone) and into the mm.
+
+        Returns (new_vma or None, vma, need_rmap_locks) -- the kernel's return value and its
+        ``*vmap`` and ``*need_rmap_locks`` out-parameters.  need_rmap_locks is False for a
+        fresh copy: its avcs have a pgoff >= vma's and equal keys are walked in insertion
+        order, so every rmap walk meets vma before new_vma.  mmap_sem held for write."""
+        mm = vma.vm_mm
+        vma_start = vma.vm_start
+        faulted_in_anon_vma = True
+        # "If anonymous vma has not yet been faulted, update new pgoff to match new location,
+        # to increase its chance of merging."
+        if vma.anon_vma is None:
+            pgoff = addr >> PAGE_SHIFT
+            faulted_in_anon_vma = False
+        prev = yield from self.find_vma_links(mm, addr, addr + length)
+        if isinstance(prev, int):
+            return None, vma, False  # -ENOMEM: "should never get here"
+        new_vma = yield from self.vma_merge(
+            mm, prev, addr, addr + length, vma.vm_flags, vma.anon_vma, pgoff
+        )
+        if new_vma is not None:
+            # "Source vma may have been merged into new_vma"
+            if vma_start >= new_vma.vm_start and vma_start < new_vma.vm_end:
+                # only an unfaulted vma, whose pgoff was just reset, can merge with itself
+                if faulted_in_anon_vma:
+                    raise KernelBug(
+                        f"VM_BUG_ON(faulted_in_anon_vma) in copy_vma({vma.short()}): mremap "
+                        f"merged a faulted vma with itself"
+                    )
+                vma = new_vma
+            return new_vma, vma, new_vma.vm_pgoff <= vma.vm_pgoff
+        if (yield from self.should_failslab("vm_area_cachep")):
+            return None, vma, False
+        _, _, _, flags = yield ev.Load(vma, "geometry")  # *new_vma = *vma
+        new_vma = self.kmem_cache_alloc_vma(
+            vm_mm=mm,
+            vm_start=addr,
+            vm_end=addr + length,
+            vm_pgoff=pgoff,
+            vm_flags=flags,
+            anon_vma=vma.anon_vma,
+        )
+        yield ev.Alloc(new_vma)
+        if (yield from self.anon_vma_clone(new_vma, vma)):
+            yield ev.Free(new_vma)  # out_free_mempol, out_free_vma: kmem_cache_free()
+            return None, vma, False
+        yield from self.vma_link(mm, new_vma, prev)
+        return new_vma, vma, False

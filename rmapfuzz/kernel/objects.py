@@ -26,6 +26,10 @@ TASK_HI = 0x30000
 
 VM_WRITE = 0x2
 VM_GROWSDOWN = 0x100
+VM_SEQ_READ = 0x8000
+VM_RAND_READ = 0x10000
+#: include/linux/mm.h: "Bits set in the VMA until the stack is in its final location" (exec)
+VM_STACK_INCOMPLETE_SETUP = VM_RAND_READ | VM_SEQ_READ
 
 
 def table_index(addr: int) -> int:
@@ -34,7 +38,9 @@ def table_index(addr: int) -> int:
 
 def flags_str(flags: int) -> str:
     s = "rw" if flags & VM_WRITE else "r-"
-    return s + ("/gd" if flags & VM_GROWSDOWN else "")
+    s += "/gd" if flags & VM_GROWSDOWN else ""
+    incomplete = flags & VM_STACK_INCOMPLETE_SETUP == VM_STACK_INCOMPLETE_SETUP
+    return s + ("/tmpstack" if incomplete else "")
 
 
 # ------------------------------------------------------------------------- ptes
@@ -65,6 +71,17 @@ class Migration:
         return f"migration({self.page.short()},{'w' if self.write else 'r'})"
 
 
+@attrs.frozen(repr=False)
+class Swap:
+    """A swap entry: the pte of a swapped-out anonymous page names its swap slot
+    (include/linux/swapops.h swp_entry(); one swap device, so the offset is the slot)."""
+
+    slot: SwapSlot
+
+    def __repr__(self) -> str:
+        return f"swap({self.slot.short()})"
+
+
 # ---------------------------------------------------------------------- objects
 
 
@@ -84,10 +101,30 @@ class Page(HeapObject):
     mapcount: int = -1
     lock: Lock = attrs.field(default=None)
     mapping_gen: int = 0
+    #: PageSwapCache() and page_private(): the swap slot while the page is in the swap cache
+    private: Any = None
     freed: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.lock = bitlock(f"{self.short()}.PG_locked", "PG_locked")
+
+
+#: include/linux/swap.h: the swap_map bit of a slot whose page is in the swap cache
+SWAP_HAS_CACHE = 0x40
+
+
+@attrs.define(eq=False, repr=False)
+class SwapSlot(HeapObject):
+    """One slot of the (single, tiny) swap device: ``count`` is ``swap_map[offset]`` (one per
+    swap pte naming the slot, plus SWAP_HAS_CACHE while a page is in the swap cache for it);
+    ``page`` is the swap cache (swapper_space radix tree) entry of the slot.  Slots are an
+    array: never freed, a slot whose count is 0 is free."""
+
+    prefix = "swp"
+    oid: int
+    count: int = 0
+    page: Any = None
+    freed: bool = False
 
 
 @attrs.define(eq=False, repr=False)
@@ -120,6 +157,10 @@ class AnonVma(HeapObject):
     oid: int
     root: Any = None
     refcount: int = 0
+    #: 4.0+/6.1+ fork-time reuse (kernel/modern.py); unused by the 3.7 model
+    parent: Any = None
+    num_children: int = 0
+    num_active_vmas: int = 0
     rwsem: Lock = attrs.field(default=None)
     rb_root: IntervalTree = attrs.field(default=None)
     gen: int = 0

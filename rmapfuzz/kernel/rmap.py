@@ -4,7 +4,8 @@ Functions appear in the order of mm/rmap.c.  Differences from the kernel, each d
 
 * The B18 fix (``rcu_read_unlock()`` before ``put_anon_vma()`` in page_get_anon_vma() and
   page_lock_anon_vma_read(), 2014) is applied: mainline is "3.7 + every later fix".
-* ``try_to_unmap`` is modelled for TTU_MIGRATION only (migration entries); swap-out is not.
+* ``try_to_unmap`` is modelled for TTU_MIGRATION (migration entries, or swap entries for a
+  page in the swap cache) and TTU_UNMAP (swap-out, with the young-bit check); mlock is not.
 * A freshly allocated avc or anon_vma is initialised with plain assignments (it is not yet
   reachable by anyone else), every access after publication is an engine event.
 
@@ -22,23 +23,29 @@ import attrs
 from rmapfuzz.engine import events as ev
 from rmapfuzz.engine.findings import KernelBug
 from rmapfuzz.kernel.base import Gen
-from rmapfuzz.kernel.interval_tree import IntervalTreeOps
 from rmapfuzz.kernel.objects import (
     MM,
     PAGE_SHIFT,
+    VM_GROWSDOWN,
+    VM_STACK_INCOMPLETE_SETUP,
     AnonVma,
     AnonVmaChain,
     Migration,
     Page,
     Present,
+    Swap,
     Vma,
 )
+from rmapfuzz.kernel.swap import Swapfile
 
 SWAP_SUCCESS = 0
 SWAP_AGAIN = 1
 SWAP_FAIL = 2
 
-TTU_MIGRATION = "migration"
+ENOMEM = -12
+
+TTU_UNMAP = "unmap"
+TTU_MIGRATION = "migration"  # with TTU_IGNORE_MLOCK|TTU_IGNORE_ACCESS, as migration passes it
 
 RmapOne = Callable[[Page, Vma, int, Any], Gen]
 
@@ -53,7 +60,7 @@ class Walk:
     pgoff: int
 
 
-class Rmap(IntervalTreeOps):
+class Rmap(Swapfile):
     # ------------------------------------------------- include/linux/rmap.h
 
     def get_anon_vma(self, anon_vma: AnonVma) -> Gen:
@@ -97,10 +104,13 @@ class Rmap(IntervalTreeOps):
     # ------------------------------------------------------------ mm/rmap.c
 
     def anon_vma_alloc(self) -> Gen:
-        """mm/rmap.c anon_vma_alloc(): refcount = 1, root = self.
+        """mm/rmap.c anon_vma_alloc(): refcount = 1, root = self; None if the slab allocation
+        fails (fail-nth).
 
         The slot may be one that an RCU reader still looks at (SLAB_DESTROY_BY_RCU), so the two
         initialising stores are real, separately visible writes."""
+        if (yield from self.should_failslab("anon_vma_cachep")):
+            return None
         anon_vma = self.kmem_cache_alloc_anon_vma()
         yield ev.Alloc(anon_vma)
         yield ev.Store(anon_vma, "refcount", 1)
@@ -122,8 +132,10 @@ class Rmap(IntervalTreeOps):
         yield ev.Free(anon_vma)
         self.kmem_cache_free_anon_vma(anon_vma)
 
-    def anon_vma_chain_alloc(self) -> Gen:
-        """mm/rmap.c anon_vma_chain_alloc()."""
+    def anon_vma_chain_alloc(self, gfp: str = "GFP_KERNEL") -> Gen:
+        """mm/rmap.c anon_vma_chain_alloc(); None if the slab allocation fails (fail-nth)."""
+        if (yield from self.should_failslab("anon_vma_chain_cachep", gfp)):
+            return None
         avc = self.kmem_cache_alloc_avc()
         yield ev.Alloc(avc)
         return avc
@@ -143,16 +155,21 @@ class Rmap(IntervalTreeOps):
         """mm/rmap.c anon_vma_prepare(): give vma an anon_vma (reused or new), mmap_sem read held.
 
         Takes the anon_vma lock even for a brand-new anon_vma: an RCU reader may already be
-        looking at the recycled slot (d9d332e0874f)."""
+        looking at the recycled slot (d9d332e0874f).  Returns 0 or -ENOMEM."""
         anon_vma = yield ev.Load(vma, "anon_vma")
         if anon_vma is not None:
             return 0
         mm = vma.vm_mm
         avc = yield from self.anon_vma_chain_alloc()
+        if avc is None:
+            return ENOMEM  # out_enomem
         anon_vma = yield from self.find_mergeable_anon_vma(vma)
         allocated = None
         if anon_vma is None:
             anon_vma = yield from self.anon_vma_alloc()
+            if anon_vma is None:
+                yield from self.anon_vma_chain_free(avc)  # out_enomem_free_avc
+                return ENOMEM
             allocated = anon_vma
         yield from self.anon_vma_lock_write(anon_vma)
         yield ev.Acquire(mm.page_table_lock)
@@ -188,11 +205,20 @@ class Rmap(IntervalTreeOps):
     def anon_vma_clone(self, dst: Vma, src: Vma) -> Gen:
         """mm/rmap.c anon_vma_clone(): attach dst to every anon_vma src is attached to.
 
-        Walks src's chain in reverse (root first) so the root lock is taken once; the avc
-        allocation cannot fail in this model."""
+        Walks src's chain in reverse (root first) so the root lock is taken once.  Each avc is
+        first tried with GFP_NOWAIT under the lock; if that fails the root lock is dropped for
+        a sleeping GFP_KERNEL retry, and if that fails too (enomem_failure) whatever was
+        linked is unlinked again.  Returns 0 or -ENOMEM."""
         root = None
         for pavc in reversed(src.anon_vma_chain):
-            avc = yield from self.anon_vma_chain_alloc()
+            avc = yield from self.anon_vma_chain_alloc("GFP_NOWAIT")
+            if avc is None:
+                yield from self.unlock_anon_vma_root(root)
+                root = None
+                avc = yield from self.anon_vma_chain_alloc()
+                if avc is None:
+                    yield from self.unlink_anon_vmas(dst)  # enomem_failure
+                    return ENOMEM
             anon_vma = pavc.anon_vma
             root = yield from self.lock_anon_vma_root(root, anon_vma)
             yield from self.anon_vma_chain_link(dst, avc, anon_vma)
@@ -202,12 +228,21 @@ class Rmap(IntervalTreeOps):
     def anon_vma_fork(self, vma: Vma, pvma: Vma) -> Gen:
         """mm/rmap.c anon_vma_fork(): clone the parent's chain, then add our own anon_vma.
 
-        The child vma is in every ancestor's tree (anon_vma_clone) before the root is pinned."""
+        The child vma is in every ancestor's tree (anon_vma_clone) before the root is pinned.
+        Returns 0 or -ENOMEM (out_error paths: the child vma is left with no avcs)."""
         if pvma.anon_vma is None:
             return 0
-        yield from self.anon_vma_clone(vma, pvma)
+        if (yield from self.anon_vma_clone(vma, pvma)):
+            return ENOMEM
         anon_vma = yield from self.anon_vma_alloc()
+        if anon_vma is None:
+            yield from self.unlink_anon_vmas(vma)  # out_error
+            return ENOMEM
         avc = yield from self.anon_vma_chain_alloc()
+        if avc is None:
+            yield from self.put_anon_vma(anon_vma)  # out_error_free_anon_vma
+            yield from self.unlink_anon_vmas(vma)
+            return ENOMEM
         root = yield ev.Load(pvma.anon_vma, "root")
         yield ev.Store(anon_vma, "root", root)
         yield from self.get_anon_vma(root)
@@ -377,19 +412,42 @@ class Rmap(IntervalTreeOps):
         index = yield from self.linear_page_index(vma, address)
         yield ev.Store(page, "index", index)
 
+    def page_move_anon_rmap(self, page: Page, vma: Vma, address: int) -> Gen:
+        """mm/rmap.c page_move_anon_rmap(): do_wp_page() reuses a page only this vma maps:
+        "Move it to our anon_vma so the rmap code will not search our parent or siblings.
+        Protected against the rmap code by the page lock."  With the VM_BUG_ONs."""
+        if not (yield ev.Load(page.lock, "locked")):
+            raise KernelBug(f"VM_BUG_ON(!PageLocked(page)) in page_move_anon_rmap({page.short()})")
+        anon_vma = yield ev.Load(vma, "anon_vma")
+        if anon_vma is None:
+            raise KernelBug(f"VM_BUG_ON(!anon_vma) in page_move_anon_rmap({vma.short()})")
+        index = yield ev.Load(page, "index")
+        if index != (yield from self.linear_page_index(vma, address)):
+            raise KernelBug(
+                f"VM_BUG_ON(page->index != linear_page_index(vma, address)) in "
+                f"page_move_anon_rmap({page.short()}, {vma.short()}, {address:#x})"
+            )
+        yield ev.Store(page, "mapping", anon_vma)
+        page.mapping_gen = anon_vma.gen  # ghost state for invariant I9
+
     def linear_page_index(self, vma: Vma, address: int) -> Gen:
         """include/linux/pagemap.h linear_page_index()."""
         start = yield ev.Load(vma, "vm_start")
         pgoff = yield ev.Load(vma, "vm_pgoff")
         return ((address - start) >> PAGE_SHIFT) + pgoff
 
-    def page_add_anon_rmap(self, page: Page, vma: Vma, address: int) -> Gen:
-        """mm/rmap.c page_add_anon_rmap() / do_page_add_anon_rmap(exclusive=0)."""
+    def do_page_add_anon_rmap(self, page: Page, vma: Vma, address: int, exclusive: bool) -> Gen:
+        """mm/rmap.c do_page_add_anon_rmap(): the first mapping of an existing page sets its
+        anon_vma (do_swap_page() passes exclusive when reuse_swap_page() said so)."""
         first = yield self.atomic_inc_and_test(page, "mapcount")
         if not (yield ev.Load(page.lock, "locked")):
             raise KernelBug(f"VM_BUG_ON(!PageLocked(page)) in page_add_anon_rmap({page.short()})")
         if first:
-            yield from self._page_set_anon_rmap(page, vma, address, False)
+            yield from self._page_set_anon_rmap(page, vma, address, exclusive)
+
+    def page_add_anon_rmap(self, page: Page, vma: Vma, address: int) -> Gen:
+        """mm/rmap.c page_add_anon_rmap(): do_page_add_anon_rmap(exclusive=0)."""
+        yield from self.do_page_add_anon_rmap(page, vma, address, False)
 
     def page_add_new_anon_rmap(self, page: Page, vma: Vma, address: int) -> Gen:
         """mm/rmap.c page_add_new_anon_rmap(): a new page, exclusively ours."""
@@ -402,14 +460,32 @@ class Rmap(IntervalTreeOps):
         yield self.atomic_add_negative(page, "mapcount")
 
     def try_to_unmap_one(self, page: Page, vma: Vma, address: int, flags: str) -> Gen:
-        """mm/rmap.c try_to_unmap_one() for TTU_MIGRATION: replace the pte by a migration entry."""
+        """mm/rmap.c try_to_unmap_one(): replace the pte by a swap entry if the page is in the
+        swap cache (swap_duplicate), else by a migration entry (TTU_MIGRATION only).  Without
+        TTU_IGNORE_ACCESS (swap-out) a young pte is made old and the unmap fails."""
         mm = yield ev.Load(vma, "vm_mm")
         found = yield from self.page_check_address(page, mm, address, False)
         if found is None:
             return SWAP_AGAIN
         pt, pte = found
+        if flags == TTU_UNMAP and pte.young:  # ptep_clear_flush_young_notify()
+            yield ev.Store(pt, "ptes", Present(page, pte.write, False), address)
+            yield ev.Release(pt.ptl)
+            return SWAP_FAIL
         yield ev.Store(pt, "ptes", None, address)  # ptep_clear_flush()
-        yield ev.Store(pt, "ptes", Migration(page, pte.write), address)
+        # PageSwapCache(page), page_private(page): stable under the page lock our caller holds
+        slot = page.private
+        if slot is not None:
+            yield from self.swap_duplicate(slot)
+            entry: Any = Swap(slot)
+        else:
+            if flags != TTU_MIGRATION:
+                raise KernelBug(
+                    f"BUG_ON(TTU_ACTION(flags) != TTU_MIGRATION) in try_to_unmap_one("
+                    f"{page.short()}): an anonymous page outside the swap cache"
+                )
+            entry = Migration(page, pte.write)
+        yield ev.Store(pt, "ptes", entry, address)
         yield from self.page_remove_rmap(page)
         yield ev.Release(pt.ptl)
         return SWAP_AGAIN
@@ -427,6 +503,16 @@ class Rmap(IntervalTreeOps):
         while avc is not None:
             vma = yield ev.Load(avc, "vma")
             yield ev.Mark("walk-visit", (avc, vma))
+            # try_to_unmap_anon(): "During exec, a temporary VMA is setup and later moved ...
+            # migration skips temporary VMAs until after exec() completes."  Here, before
+            # vma_address(), so that every variant's try_to_unmap_anon() keeps the check.
+            if (
+                arg == TTU_MIGRATION
+                and rmap_one == self.try_to_unmap_one_check_mapped
+                and (yield from self.is_vma_temporary_stack(vma))
+            ):
+                avc = yield from self.anon_vma_interval_tree_iter_next(tree, avc, pgoff)
+                continue
             address = yield from self.vma_address(page, vma)
             ret = yield from rmap_one(page, vma, address, arg)
             if ret != SWAP_AGAIN:
@@ -441,6 +527,18 @@ class Rmap(IntervalTreeOps):
         if ret == SWAP_AGAIN and (yield ev.Load(page, "mapcount")) < 0:
             return SWAP_SUCCESS
         return ret
+
+    def is_vma_temporary_stack(self, vma: Vma) -> Gen:
+        """mm/rmap.c is_vma_temporary_stack(): a VM_GROWSDOWN vma with VM_STACK_INCOMPLETE_SETUP
+        is exec's stack before shift_arg_pages() has put it in place.
+
+        vm_flags is read in the step that loaded avc->vma (no step of its own): the two
+        commute, as avc->vma never changes while the avc is in a tree."""
+        flags = vma.vm_flags
+        if not flags & VM_GROWSDOWN:
+            return False
+        return flags & VM_STACK_INCOMPLETE_SETUP == VM_STACK_INCOMPLETE_SETUP
+        yield  # a generator, like every model function
 
     def try_to_unmap_anon(self, page: Page, flags: str) -> Gen:
         """mm/rmap.c try_to_unmap_anon(): walk under page_lock_anon_vma_read()."""

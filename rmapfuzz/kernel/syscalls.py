@@ -14,6 +14,7 @@ import attrs
 
 from rmapfuzz.engine import events as ev
 from rmapfuzz.kernel.base import Gen
+from rmapfuzz.kernel.exec import Exec
 from rmapfuzz.kernel.migrate import Migrate, MigrationContext
 from rmapfuzz.kernel.objects import (
     PAGE_SHIFT,
@@ -21,11 +22,14 @@ from rmapfuzz.kernel.objects import (
     TASK_HI,
     TASK_LO,
     VM_GROWSDOWN,
+    VM_STACK_INCOMPLETE_SETUP,
     VM_WRITE,
     TaskStruct,
 )
+from rmapfuzz.kernel.rmap import SWAP_AGAIN, SWAP_SUCCESS, TTU_UNMAP
 
 ESRCH = -3
+EAGAIN = -11
 EINVAL = -22
 EFAULT = -14
 
@@ -45,7 +49,8 @@ OPS: dict[str, OpSpec] = {
             "mmap",
             ("pid", "addr", "npages", "growsdown"),
             "sys_mmap",
-            "mmap a private anonymous region at addr (VM_GROWSDOWN if growsdown)",
+            "mmap a private anonymous region at addr (VM_GROWSDOWN if growsdown; 2: exec's "
+            "stack before setup_arg_pages, VM_GROWSDOWN|VM_STACK_INCOMPLETE_SETUP)",
         ),
         OpSpec(
             "fault",
@@ -68,6 +73,20 @@ OPS: dict[str, OpSpec] = {
             "change VM_WRITE on a range: vma_merge or split",
         ),
         OpSpec(
+            "mremap",
+            ("pid", "addr", "npages", "new_addr"),
+            "sys_mremap",
+            "move a range to new_addr (MREMAP_MAYMOVE|MREMAP_FIXED): copy_vma, move_ptes, "
+            "munmap of the old range",
+        ),
+        OpSpec(
+            "exec_shift",
+            ("pid", "addr", "npages"),
+            "sys_exec_shift",
+            "exec's setup_arg_pages on the VM_STACK_INCOMPLETE_SETUP stack at addr: "
+            "shift_arg_pages moves it npages down, then the flag is cleared",
+        ),
+        OpSpec(
             "migrate", ("pfn",), "compact_page", "compaction migrates page frame pfn (no mmap_sem)"
         ),
         OpSpec(
@@ -82,11 +101,36 @@ OPS: dict[str, OpSpec] = {
             "shrink_page",
             "reclaim probes page frame pfn: trylock_page + page_referenced()",
         ),
+        OpSpec(
+            "fail_nth",
+            ("n", "times"),
+            "write_fail_nth",
+            "fault injection: the n-th next slab allocation of this task fails, and the "
+            "times-1 after it (/proc/self/task/<tid>/fail-nth)",
+        ),
+        OpSpec(
+            "read",
+            ("pid", "addr"),
+            "do_read_fault",
+            "read fault at addr: swap-in without FAULT_FLAG_WRITE, young bit, migration wait",
+        ),
+        OpSpec(
+            "swapout",
+            ("pfn",),
+            "shrink_page_swap",
+            "reclaim swaps page frame pfn out: add_to_swap + try_to_unmap(TTU_UNMAP)",
+        ),
+        OpSpec(
+            "pin",
+            ("pfn",),
+            "ksm_pin_page",
+            "KSM stand-in: page_get_anon_vma, a locked walk of the pinned anon_vma, put_anon_vma",
+        ),
     )
 }
 
 
-class Syscalls(Migrate):
+class Syscalls(Migrate, Exec):
     def start_op(self, name: str, args: tuple[int, ...]) -> Gen:
         """A fresh generator running operation ``name`` with ``args``."""
         return getattr(self, OPS[name].method)(*args)
@@ -109,12 +153,56 @@ class Syscalls(Migrate):
             return ESRCH
         yield ev.Acquire(mm.mmap_sem, "w")
         flags = VM_WRITE | (VM_GROWSDOWN if growsdown else 0)
+        if growsdown == 2:  # fs/exec.c __bprm_mm_init(): VM_STACK_FLAGS | INCOMPLETE_SETUP
+            flags |= VM_STACK_INCOMPLETE_SETUP
         ret = yield from self.mmap_region(mm, addr, npages << PAGE_SHIFT, flags)
         yield ev.Release(mm.mmap_sem, "w")
         yield from self.mmput(mm)
         return ret
 
-    def do_page_fault(self, pid: int, addr: int) -> Gen:
+    def sys_mremap(self, pid: int, addr: int, npages: int, new_addr: int) -> Gen:
+        """mm/mremap.c sys_mremap(addr, old_len, new_len = old_len, MREMAP_MAYMOVE |
+        MREMAP_FIXED, new_addr): mmap_sem for write around mremap_to().  Returns new_addr or
+        a negative errno."""
+        mm = yield from self._mm_of(pid)
+        if mm is None:
+            return ESRCH
+        yield ev.Acquire(mm.mmap_sem, "w")
+        if addr & (PAGE_SIZE - 1) or npages <= 0:
+            ret = EINVAL
+        else:
+            length = npages << PAGE_SHIFT
+            ret = yield from self.mremap_to(mm, addr, length, new_addr, length)
+        yield ev.Release(mm.mmap_sem, "w")
+        yield from self.mmput(mm)
+        return ret
+
+    def sys_exec_shift(self, pid: int, addr: int, npages: int) -> Gen:
+        """fs/exec.c setup_arg_pages() for the temporary stack vma at addr (see
+        kernel/exec.py): mmap_sem for write, shift the stack npages down, clear
+        VM_STACK_INCOMPLETE_SETUP.  -EINVAL unless addr is in a temporary stack with no vma
+        above it and room below it."""
+        mm = yield from self._mm_of(pid)
+        if mm is None:
+            return ESRCH
+        yield ev.Acquire(mm.mmap_sem, "w")
+        ret = EINVAL
+        vma = yield from self.find_vma(mm, addr)
+        if (
+            vma is not None
+            and vma.vm_start <= addr
+            and vma.vm_flags & VM_GROWSDOWN
+            and vma.vm_flags & VM_STACK_INCOMPLETE_SETUP == VM_STACK_INCOMPLETE_SETUP
+            and self.vm_next(mm, vma) is None
+            and npages > 0
+            and vma.vm_start - (npages << PAGE_SHIFT) >= TASK_LO
+        ):
+            ret = yield from self.setup_arg_pages(vma, npages << PAGE_SHIFT)
+        yield ev.Release(mm.mmap_sem, "w")
+        yield from self.mmput(mm)
+        return ret
+
+    def do_page_fault(self, pid: int, addr: int, write: bool = True) -> Gen:
         """arch/x86/mm/fault.c __do_page_fault(): mmap_sem for read, find_vma, expand_stack
         below a VM_GROWSDOWN vma, handle_mm_fault()."""
         addr &= ~(PAGE_SIZE - 1)
@@ -122,12 +210,16 @@ class Syscalls(Migrate):
         if mm is None:
             return ESRCH
         yield ev.Acquire(mm.mmap_sem, "r")
-        ret = yield from self.do_page_fault_locked(mm, addr)
+        ret = yield from self.do_page_fault_locked(mm, addr, write)
         yield ev.Release(mm.mmap_sem, "r")
         yield from self.mmput(mm)
         return ret
 
-    def do_page_fault_locked(self, mm: Any, addr: int) -> Gen:
+    def do_read_fault(self, pid: int, addr: int) -> Gen:
+        """arch/x86/mm/fault.c __do_page_fault() for a read access (no FAULT_FLAG_WRITE)."""
+        return (yield from self.do_page_fault(pid, addr, False))
+
+    def do_page_fault_locked(self, mm: Any, addr: int, write: bool = True) -> Gen:
         vma = yield from self.find_vma(mm, addr)
         if vma is None:
             return EFAULT
@@ -137,9 +229,9 @@ class Syscalls(Migrate):
             vma = yield from self.expand_stack(vma, addr)
             if vma is None:
                 return EFAULT
-        if not vma.vm_flags & VM_WRITE:
-            return EFAULT  # access_error(): every modelled fault is a write fault
-        return (yield from self.handle_mm_fault(mm, vma, addr))
+        if write and not vma.vm_flags & VM_WRITE:
+            return EFAULT  # access_error(): anonymous vmas are always readable
+        return (yield from self.handle_mm_fault(mm, vma, addr, write))
 
     def sys_fork(self, pid: int) -> Gen:
         """kernel/fork.c sys_fork() -> do_fork()."""
@@ -186,6 +278,20 @@ class Syscalls(Migrate):
         yield from self.mmput(mm)
         return ret
 
+    def write_fail_nth(self, n: int, times: int) -> Gen:
+        """fs/proc/base.c proc_fail_nth_write(): ``current->fail_nth = n`` for the task running
+        the operation; n = 0 disarms it.  ``times`` > 1 goes beyond fail-nth (which fails one
+        call): the times-1 allocations after the n-th fail too (see should_failslab()).
+        Takes no step: nothing shared is touched."""
+        if n < 0 or times < 1:
+            return EINVAL
+        task = yield ev.CURRENT
+        if n == 0:
+            self.fail_nth.pop(task.tid, None)
+        else:
+            self.fail_nth[task.tid] = [n, times]
+        return 0
+
     def compact_page(self, pfn: int) -> Gen:
         """mm/compaction.c compact_zone() -> migrate_pages() for one isolated page frame, with
         no mmap_sem: the walkers must fend for themselves."""
@@ -222,6 +328,60 @@ class Syscalls(Migrate):
         referenced = yield from self.page_referenced(page)
         yield ev.Release(page.lock)
         return referenced
+
+    def shrink_page_swap(self, pfn: int) -> Gen:
+        """mm/vmscan.c shrink_page_list() for one anonymous page that page_check_references()
+        let go (the `reclaim` op is that check): trylock_page(); add_to_swap() unless already
+        in the swap cache; try_to_unmap(TTU_UNMAP) writes a swap entry into every pte.  The
+        page stays in the swap cache (pageout() is instantaneous, the pass that frees the page
+        is not modelled).  Returns 1 if the page ended unmapped, else 0."""
+        page = self.find_page(pfn)
+        if page is None:
+            return EINVAL
+        if not (yield ev.TryAcquire(page.lock)):
+            return 0
+        ret = 0
+        # A page that nothing maps and that is not in the swap cache has been freed: reclaim
+        # does not see it.  PageAnon() is the mapping.
+        mapped = (yield ev.Load(page, "mapcount")) >= 0
+        anon = (yield ev.Load(page, "mapping")) is not None
+        if anon and (mapped or (yield ev.Load(page, "private")) is not None):
+            ok = True
+            if (yield ev.Load(page, "private")) is None:
+                ok = bool((yield from self.add_to_swap(page)))
+            if ok and (yield ev.Load(page, "mapcount")) >= 0:
+                ok = (yield from self.try_to_unmap(page, TTU_UNMAP)) == SWAP_SUCCESS
+            ret = int(ok)
+        yield ev.Release(page.lock)
+        return ret
+
+    def ksm_pin_page(self, pfn: int) -> Gen:
+        """A stand-in for KSM's long-lived anon_vma references (mm/ksm.c keeps
+        rmap_item->anon_vma pinned while the item sits in the stable tree, and rmap_walk_ksm()
+        walks it under anon_vma_lock_read()): page_get_anon_vma(), then a page_referenced()
+        walk of the pinned anon_vma's tree under its root rwsem, then put_anon_vma().  The pin
+        spans every step in between, which the engine interleaves with other tasks.  Returns
+        the number of young ptes seen, or -EAGAIN if the page had no anon_vma to pin."""
+        page = self.find_page(pfn)
+        if page is None:
+            return EINVAL
+        anon_vma = yield from self.page_get_anon_vma(page)
+        if anon_vma is None:
+            return EAGAIN
+        yield from self.anon_vma_lock_read(anon_vma)
+        pgoff = yield ev.Load(page, "index")
+        arg = {"referenced": 0, "mapcount": -1}  # never counts down to 0: visit every vma
+        yield from self.anon_vma_interval_tree_foreach(
+            "rmap_walk_ksm", page, anon_vma, pgoff, self.ksm_referenced_one, arg
+        )
+        yield from self.anon_vma_unlock_read(anon_vma)
+        yield from self.put_anon_vma(anon_vma)
+        return arg["referenced"]
+
+    def ksm_referenced_one(self, page: Any, vma: Any, address: int, arg: Any) -> Gen:
+        """page_referenced_one() as rmap_walk_ksm()'s rmap_one: every vma is visited."""
+        yield from self.page_referenced_one(page, vma, address, arg)
+        return SWAP_AGAIN
 
     # ------------------------------------------------------------ boot
 

@@ -4,6 +4,15 @@ A variant is a subclass of :class:`Mainline` that overrides the modelled kernel 
 patch touches, and says what it expects (``safe`` or ``buggy``).  A user's variant lives in a
 file of their own and is named on the command line as ``path/to/file.py:ClassName`` or
 ``package.module:ClassName``.
+
+A variant may also say which operations its patch touches, as ``focus`` (names of operations,
+plus ``fault_below``, a fault under a stack's vm_start): the program generator then weights
+those operations in its menus and builds what they need in the setup more often (see
+rmapfuzz/explore/generate.py).  Focus only weights what the fuzzer draws, it never forces a
+scenario; mainline's is empty, which changes nothing::
+
+    class MyPatch(Mainline):
+        focus = ("mremap", "migrate")
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from rmapfuzz.engine import events as ev
+from rmapfuzz.engine.findings import KernelBug
 from rmapfuzz.errors import UsageError
 from rmapfuzz.kernel.base import Gen
+from rmapfuzz.kernel.migrate import EAGAIN
+from rmapfuzz.kernel.modern import ModernRmap
 from rmapfuzz.kernel.objects import VM_GROWSDOWN, AnonVma, Migration, Page, Present, Vma
-from rmapfuzz.kernel.rmap import SWAP_AGAIN, RmapOne
+from rmapfuzz.kernel.rmap import ENOMEM, SWAP_AGAIN, TTU_MIGRATION, RmapOne
 from rmapfuzz.kernel.syscalls import Syscalls
 
 
@@ -40,6 +52,11 @@ class Mainline(Syscalls):
     #: the upstream commit(s) the variant reverts (or, for a proposal, where it was posted)
     commit = ""
     knobs: dict[str, Any] = {}
+    #: the operations the patch touches: weighted by the program generator, never forced
+    focus: tuple[str, ...] = ()
+    #: vma_adjust() imports case 6's anon_vma before removing anything, as __vma_adjust()
+    #: does since 4.9 (variant adjust-enomem-uaf keeps 3.7's order)
+    import_from_next_next = True
 
     def expand_stack(self, vma: Vma, address: int) -> Gen:
         """mm/mmap.c expand_stack() as fixed in 6.5 ("mm: always expand the stack with the mmap
@@ -71,6 +88,7 @@ class StackGrowthUnderRead(Mainline):
     with mmap_sem held only for read, concurrently with page faults of other threads."""
 
     name = "stack-growth-under-read"
+    focus = ("fault", "fault_below")
     summary = "3.7 stack growth under mmap_sem read vs a concurrent fault's linear_page_index()"
     expected = "buggy"
     commit = "reverts 8d7071af8907 (6.5, mm: always expand the stack with the mmap write lock held)"
@@ -304,9 +322,468 @@ class Linus2012(Mainline):
         return (yield from super().check_stack_guard_page(vma, address))
 
 
+# ----------------------------------------------------------- historical bugs (rmap-spec 4)
+
+
+class PrepareNolock(Mainline):
+    """B1: anon_vma_prepare() before d9d332e0874f (2008) locked only a *reused* anon_vma; a
+    newly allocated one was linked (list_add, here the interval-tree insert) without its lock.
+
+    "We protect against the anon_vma being destroyed by having the SLAB marked as
+    SLAB_DESTROY_BY_RCU, so the RCU lookup can depend on the allocation not being destroyed -
+    but it might still be free'd and re-allocated here to a new vma."  In the 3.7 model an RCU
+    reader of the recycled slot backs off before it reads the tree (the page_mapped() recheck
+    of f18194275c39 came later), so the consequence is not reachable here: the variant asks for
+    the lockset check (I15) to report the unlocked tree write as a finding."""
+
+    name = "prepare-nolock"
+    summary = "B1: anon_vma_prepare() links a newly allocated anon_vma without its lock"
+    expected = "buggy"
+    commit = (
+        "reverts d9d332e0874f (2.6.27, anon_vma_prepare: properly lock even newly allocated "
+        "entries)"
+    )
+    lockset_findings = True
+
+    def anon_vma_prepare(self, vma: Vma) -> Gen:
+        """mm/rmap.c anon_vma_prepare() of 2.6.26: ``locked`` is NULL for a new anon_vma."""
+        anon_vma = yield ev.Load(vma, "anon_vma")
+        if anon_vma is not None:
+            return 0
+        mm = vma.vm_mm
+        avc = yield from self.anon_vma_chain_alloc()
+        if avc is None:
+            return ENOMEM
+        anon_vma = yield from self.find_mergeable_anon_vma(vma)
+        allocated = locked = None
+        if anon_vma is None:
+            anon_vma = yield from self.anon_vma_alloc()
+            if anon_vma is None:  # "if (unlikely(!anon_vma)) return -ENOMEM;"
+                yield from self.anon_vma_chain_free(avc)
+                return ENOMEM
+            allocated = anon_vma
+        else:
+            locked = anon_vma
+            yield from self.anon_vma_lock_write(locked)
+        yield ev.Acquire(mm.page_table_lock)
+        if (yield ev.Load(vma, "anon_vma")) is None:
+            yield ev.Store(vma, "anon_vma", anon_vma)
+            yield from self.anon_vma_chain_link(vma, avc, anon_vma)
+            allocated = None
+            avc = None
+        yield ev.Release(mm.page_table_lock)
+        if locked is not None:
+            yield from self.anon_vma_unlock_write(locked)
+        if allocated is not None:
+            yield from self.put_anon_vma(allocated)
+        if avc is not None:
+            yield from self.anon_vma_chain_free(avc)
+        return 0
+
+
+class ReuseNonsingular(Mainline):
+    """B3: find_mergeable_anon_vma() reuses a neighbour's anon_vma whatever its chain, as before
+    d0e9fe1758f2 (2.6.34-rc): a vma of a forked child then shares its anon_vma with a vma that
+    is not in its parents' trees, and merging the two drops the inherited chain (I1, I4)."""
+
+    name = "reuse-nonsingular"
+    summary = "B3: anon_vma_prepare() reuses a neighbour's anon_vma even if its chain is longer"
+    expected = "buggy"
+    commit = (
+        "reverts d0e9fe1758f2 (2.6.34, Simplify and comment on anon_vma re-use for "
+        "anon_vma_prepare())"
+    )
+
+    def reusable_anon_vma(self, old: Vma, a: Vma, b: Vma) -> Gen:
+        """Without the list_is_singular(&old->anon_vma_chain) test."""
+        if (yield from self.anon_vma_compatible(a, b)):
+            return (yield ev.Load(old, "anon_vma"))
+        return None
+
+
+class PerAnonVmaLockAdjust(PageAnonVmaLock):
+    """B4, the modifier half (2.6.34, before 012f18004da3 "mm: always lock the root (oldest)
+    anon_vma"): anon_vma_lock() takes the anon_vma's own lock, so vma_adjust() and
+    expand_downwards() (and anon_vma_prepare/fork) lock vma->anon_vma, not the root; the
+    walkers lock the page's anon_vma (the half of :class:`PageAnonVmaLock`).  A vma of a child
+    is in its parent's trees too, whose lock nobody then takes while they are rebalanced."""
+
+    name = "per-anon-vma-lock-adjust"
+    focus = ("mprotect", "munmap")
+    summary = "B4: vma_adjust()/expand_downwards() lock vma->anon_vma itself, walkers the page's"
+    expected = "buggy"
+    commit = "reverts 012f18004da3 (2.6.35, mm: always lock the root (oldest) anon_vma)"
+
+    def anon_vma_lock_write(self, anon_vma: AnonVma) -> Gen:
+        """include/linux/rmap.h anon_vma_lock() of 2.6.34: spin_lock(&anon_vma->lock)."""
+        yield ev.Acquire(anon_vma.rwsem, "w")
+
+    def anon_vma_unlock_write(self, anon_vma: AnonVma) -> Gen:
+        yield ev.Release(anon_vma.rwsem, "w")
+
+
+class PlaNoRecheck(Mainline):
+    """B7: page_lock_anon_vma() before f18194275c39 (2.6.36-rc) succeeded as soon as it had the
+    lock, without checking page_mapped() again: the anon_vma may meanwhile have been freed and
+    reused by anon_vma_prepare() or anon_vma_fork(), which redirect its ->root, and
+    page_unlock_anon_vma() then releases another root's lock ("kbuild tests hang with
+    anon_vma_prepare() spinning on a newly allocated anon_vma's lock").  Transposed to the rwsem:
+    the trylock fast path returns without the recheck; the sleeping path is 3.7's."""
+
+    name = "pla-no-recheck"
+    focus = ("reclaim", "exit", "fork", "fault")
+    summary = "B7: page_lock_anon_vma_read() trusts its trylock without rechecking page_mapped()"
+    expected = "buggy"
+    commit = "reverts f18194275c39 (2.6.36, mm: fix hang on anon_vma->root->lock)"
+
+    def page_lock_anon_vma_read(self, page: Page) -> Gen:
+        yield ev.RCU_READ_LOCK
+        anon_vma = yield ev.Load(page, "mapping")
+        if anon_vma is None or (yield ev.Load(page, "mapcount")) < 0:
+            yield ev.RCU_READ_UNLOCK
+            return None
+        root_anon_vma = yield ev.Load(anon_vma, "root")
+        if (yield ev.TryAcquire(root_anon_vma.rwsem, "r")):
+            yield ev.RCU_READ_UNLOCK
+            return anon_vma
+        return (yield from self._page_lock_anon_vma_slow(page, anon_vma))
+
+    def _page_lock_anon_vma_slow(self, page: Page, anon_vma: AnonVma) -> Gen:
+        """The sleeping half of 3.7's page_lock_anon_vma_read(), entered under RCU."""
+        if not (yield self.atomic_inc_not_zero(anon_vma, "refcount")):
+            yield ev.RCU_READ_UNLOCK
+            return None
+        if (yield ev.Load(page, "mapcount")) < 0:
+            yield ev.RCU_READ_UNLOCK
+            yield from self.put_anon_vma(anon_vma)
+            return None
+        yield ev.RCU_READ_UNLOCK
+        yield from self.anon_vma_lock_read(anon_vma)
+        if (yield self.atomic_dec_and_test(anon_vma, "refcount")):
+            yield from self.anon_vma_unlock_read(anon_vma)
+            yield from self._put_anon_vma(anon_vma)
+            return None
+        return anon_vma
+
+
+class PlaRefcountCheck(PlaNoRecheck):
+    """B8: page_lock_anon_vma() of 3.0-rc (the mutex conversion) validated its trylock by
+    ``atomic_read(&anon_vma->refcount) != 0`` instead of page_mapped(), and did not save the
+    root it locked: "a racing task in anon_vma_alloc() has just reallocated the struct
+    anon_vma, set refcount to 1, and is about to reset its anon_vma->root"."""
+
+    name = "pla-refcount-check"
+    summary = "B8: page_lock_anon_vma_read() validates its trylock by a nonzero refcount"
+    expected = "buggy"
+    commit = "reverts eee0f252c653 (3.0, mm: fix page_lock_anon_vma leaving mutex locked)"
+
+    def page_lock_anon_vma_read(self, page: Page) -> Gen:
+        yield ev.RCU_READ_LOCK
+        anon_vma = yield ev.Load(page, "mapping")
+        if anon_vma is None or (yield ev.Load(page, "mapcount")) < 0:
+            yield ev.RCU_READ_UNLOCK
+            return None
+        root_anon_vma = yield ev.Load(anon_vma, "root")
+        if (yield ev.TryAcquire(root_anon_vma.rwsem, "r")):
+            # "If we observe a !0 refcount, then holding the lock ensures the anon_vma will
+            # not go away, see __put_anon_vma()."
+            if not (yield ev.Load(anon_vma, "refcount")):
+                yield from self.anon_vma_unlock_read(anon_vma)  # re-reads ->root
+                anon_vma = None
+            yield ev.RCU_READ_UNLOCK
+            return anon_vma
+        return (yield from self._page_lock_anon_vma_slow(page, anon_vma))
+
+
+class RfcUnbalancedUnlock(LocklessWalk):
+    """B11, the try_to_unmap() half of Ingo Molnar's RFC as posted: page_lock_anon_vma(page,
+    flags) hands the anon_vma back *unlocked* for TTU_MIGRATION, but try_to_unmap_anon() still
+    ends with page_unlock_anon_vma(), releasing a lock the task never took (rmap-spec 4, B11;
+    the rmap_walk_anon() half is :class:`LocklessWalk`'s)."""
+
+    name = "rfc-unbalanced-unlock"
+    summary = "B11: the 2012 RFC's try_to_unmap_anon() unlocks an anon_vma it never locked"
+    expected = "buggy"
+    commit = (
+        "RFC posted 2012-11-30 (mm/migration: Remove anon vma locking from try_to_unmap() "
+        "use; not merged)"
+    )
+
+    def try_to_unmap_anon(self, page: Page, flags: str) -> Gen:
+        """try_to_unmap_anon() with the RFC's page_lock_anon_vma(page, TTU_MIGRATION): the
+        anon_vma under RCU only, the walk, then page_unlock_anon_vma() as before."""
+        yield ev.RCU_READ_LOCK
+        anon_vma = yield ev.Load(page, "mapping")
+        if anon_vma is None or (yield ev.Load(page, "mapcount")) < 0:
+            yield ev.RCU_READ_UNLOCK
+            return SWAP_AGAIN
+        yield ev.RCU_READ_UNLOCK
+        pgoff = yield ev.Load(page, "index")
+        ret = yield from self.anon_vma_interval_tree_foreach(
+            "try_to_unmap_anon", page, anon_vma, pgoff, self.try_to_unmap_one_check_mapped, flags
+        )
+        yield from self.page_unlock_anon_vma_read(anon_vma)
+        return ret
+
+
+class PutInsideRcu(Mainline):
+    """B18: 3.7's page_get_anon_vma() and page_lock_anon_vma_read() drop a reference they took
+    under RCU with put_anon_vma() *before* rcu_read_unlock(); the last put reaches
+    anon_vma_free(), whose lock dance sleeps on the root rwsem when someone holds it ("BUG:
+    sleeping function called from invalid context ... __put_anon_vma page_get_anon_vma
+    migrate_pages compact_zone", Trinity, 2014)."""
+
+    name = "put-inside-rcu"
+    focus = ("migrate", "reclaim", "exit")
+    summary = "B18: put_anon_vma() inside the RCU read section of page_get_anon_vma()"
+    expected = "buggy"
+    commit = "reverts 7f39dda9d86f (3.16, mm: fix sleeping function warning from __put_anon_vma)"
+
+    def page_get_anon_vma(self, page: Page) -> Gen:
+        """mm/rmap.c page_get_anon_vma() of v3.7."""
+        yield ev.RCU_READ_LOCK
+        anon_vma = yield ev.Load(page, "mapping")
+        if anon_vma is None or (yield ev.Load(page, "mapcount")) < 0:
+            yield ev.RCU_READ_UNLOCK
+            return None
+        if not (yield self.atomic_inc_not_zero(anon_vma, "refcount")):
+            yield ev.RCU_READ_UNLOCK
+            return None
+        if (yield ev.Load(page, "mapcount")) < 0:
+            yield from self.put_anon_vma(anon_vma)
+            anon_vma = None
+        yield ev.RCU_READ_UNLOCK
+        return anon_vma
+
+    def page_lock_anon_vma_read(self, page: Page) -> Gen:
+        """mm/rmap.c page_lock_anon_vma_read() of v3.8 (3.7's page_lock_anon_vma with the
+        rwsem): the put of the !page_mapped() case before rcu_read_unlock()."""
+        yield ev.RCU_READ_LOCK
+        anon_vma = yield ev.Load(page, "mapping")
+        if anon_vma is None or (yield ev.Load(page, "mapcount")) < 0:
+            yield ev.RCU_READ_UNLOCK
+            return None
+        root_anon_vma = yield ev.Load(anon_vma, "root")
+        if (yield ev.TryAcquire(root_anon_vma.rwsem, "r")):
+            if (yield ev.Load(page, "mapcount")) < 0:
+                yield ev.Release(root_anon_vma.rwsem, "r")
+                anon_vma = None
+            yield ev.RCU_READ_UNLOCK
+            return anon_vma
+        if not (yield self.atomic_inc_not_zero(anon_vma, "refcount")):
+            yield ev.RCU_READ_UNLOCK
+            return None
+        if (yield ev.Load(page, "mapcount")) < 0:
+            yield from self.put_anon_vma(anon_vma)
+            yield ev.RCU_READ_UNLOCK
+            return None
+        yield ev.RCU_READ_UNLOCK
+        yield from self.anon_vma_lock_read(anon_vma)
+        if (yield self.atomic_dec_and_test(anon_vma, "refcount")):
+            yield from self.anon_vma_unlock_read(anon_vma)
+            yield from self._put_anon_vma(anon_vma)
+            return None
+        return anon_vma
+
+
+class AdjustEnomemUaf(Mainline):
+    """3.7's vma_adjust() imports the anon_vma of mprotect case 6 in its second pass, after
+    the middle vma was unlinked and freed; if that anon_vma_clone() fails (-ENOMEM),
+    vma_merge() returns NULL and mprotect_fixup() carries on with the freed vma (found by
+    rmapfuzz with fail_nth; fixed by 4.9's __vma_adjust(), which imports from
+    next->vm_next in the first pass).  Not built in: the random explorer needs three
+    specific operations in one task to reach it; tests/kernel/test_failslab.py replays it,
+    ``--variant rmapfuzz.kernel.variants:AdjustEnomemUaf`` runs it."""
+
+    name = "adjust-enomem-uaf"
+    summary = "3.7 vma_adjust(): case-6 import fails after next was freed -> mprotect UAF"
+    expected = "buggy"
+    commit = (
+        "reverts the case-6 import of 4.9's __vma_adjust() (Andrea Arcangeli's 2016 "
+        "vma_merge/vma_adjust rework; commit id not verified)"
+    )
+    import_from_next_next = False
+
+
+class Modern(ModernRmap, Mainline):
+    """The modern profile: mainline (3.7 + 3.8 rwsem + later fixes) with anon_vma reuse at
+    fork (7a3ef208e662, 4.0) counted by the 6.1+ num_children/num_active_vmas
+    (2555283eb40d), and both later fixes of the reuse: b800c91a0517 and 3fe89b3e2a7b
+    (kernel/modern.py).  Invariant I12 is checked for it and its subclasses."""
+
+    name = "modern"
+    summary = "mainline + 4.0 anon_vma reuse at fork with the 6.1 counters (and their fixes)"
+    expected = "safe"
+
+
+class ReuseCloneFailKeepAnon(Modern):
+    """B13 (Leon Yu, 2015): anon_vma_clone()'s enomem_failure unlinks dst with
+    dst->anon_vma still set, so unlink_anon_vmas() decrements num_active_vmas (degree in 4.0)
+    of an anon_vma whose count the failed clone never incremented: "kernel BUG at
+    mm/rmap.c:399!" once it underflows."""
+
+    name = "reuse-clone-fail-keep-anon"
+    summary = "B13: anon_vma_clone() -ENOMEM keeps dst->anon_vma -> num_active_vmas underflow"
+    expected = "buggy"
+    commit = (
+        "reverts 3fe89b3e2a7b (4.0, mm: fix anon_vma->degree underflow in anon_vma endless "
+        "growing prevention)"
+    )
+
+    def anon_vma_clone_enomem_failure(self, dst: Vma) -> Gen:
+        """enomem_failure before 3fe89b3e2a7b: unlink_anon_vmas(dst) only."""
+        yield from self.unlink_anon_vmas(dst)
+        return ENOMEM
+
+
+class ReuseAdjustOverride(Modern):
+    """B13 (Konstantin Khlebnikov, 2015): vma_adjust() calls anon_vma_clone() for the
+    importer first and sets importer->anon_vma afterwards; the clone counted (or reused)
+    another anon_vma, or none at all, so the final unlink_anon_vmas() decrements the wrong
+    anon_vma's count ("decrements degree for wrong anon_vma")."""
+
+    name = "reuse-adjust-override"
+    summary = "B13: vma_adjust() sets ->anon_vma after anon_vma_clone() -> wrong counter"
+    expected = "buggy"
+    commit = (
+        "reverts b800c91a0517 (4.0, mm: fix corner case in anon_vma endless growing prevention)"
+    )
+
+    def vma_adjust_import(self, importer: Vma, exporter: Vma) -> Gen:
+        """3.7 .. 3.19 order: anon_vma_clone(importer, exporter), then ->anon_vma."""
+        if (yield from self.anon_vma_clone(importer, exporter)):
+            return ENOMEM
+        yield ev.Store(importer, "anon_vma", exporter.anon_vma)
+        return 0
+
+
+class NewestAnonVma(Mainline):
+    """B2, the 2.6.34-rc crash (LWN 383162): __page_set_anon_rmap() sets page->mapping to the
+    faulting vma's own anon_vma whatever ``exclusive`` says, and on every first mapping (the
+    PageAnon() early return came later, 288468c334e9, 2.6.36).  A swap cache page faulted back
+    in by a child first then points to the child's anon_vma while the parent maps it too;
+    when the child goes, the parent's page points to a freed anon_vma."""
+
+    name = "newest-anon-vma"
+    summary = "B2: page->mapping = the faulting vma's newest anon_vma, not the oldest (root)"
+    expected = "buggy"
+    commit = (
+        "reverts ea90002b0fa7 (2.6.34, anonvma: when setting up page->mapping, we need to pick "
+        "the _oldest_ anonvma)"
+    )
+
+    def _page_set_anon_rmap(self, page: Page, vma: Vma, address: int, exclusive: bool) -> Gen:
+        """mm/rmap.c __page_set_anon_rmap() of 2.6.34-rc3."""
+        anon_vma = yield ev.Load(vma, "anon_vma")
+        if anon_vma is None:
+            raise KernelBug(f"BUG_ON(!anon_vma) in __page_set_anon_rmap({vma.short()})")
+        yield ev.Store(page, "mapping", anon_vma)
+        page.mapping_gen = anon_vma.gen  # ghost state for invariant I9
+        index = yield from self.linear_page_index(vma, address)
+        yield ev.Store(page, "index", index)
+
+
+class MigrateNoPin(Mainline):
+    """B6: __unmap_and_move() without the anon_vma pin.  Once try_to_unmap() has replaced
+    every pte by a migration entry the page is unmapped, so nothing keeps page->mapping's
+    anon_vma alive: an exit of the last mapper frees it, and remove_migration_ptes() walks a
+    freed (or already reused) anon_vma.  The pin was rcu_read_lock() from dc386d4d1e98
+    (KAMEZAWA Hiroyuki, 2007), a reference count since 2.6.35 (Mel Gorman's compaction
+    series; page_get_anon_vma() in v3.7)."""
+
+    name = "migrate-no-pin"
+    summary = "B6: migration does not pin page->mapping's anon_vma across the unmap and remap"
+    expected = "buggy"
+    commit = (
+        "reverts 3fe2011ff51e (2.6.35, mm,migration: take a reference to the anon_vma before "
+        "migrating) and dc386d4d1e98 (2.6.22, its RCU predecessor)"
+    )
+
+    def _unmap_and_move(self, page: Page, newpage: Page) -> Gen:
+        """mm/migrate.c __unmap_and_move() with only the PageAnon/page_mapped() test left of
+        page_get_anon_vma()."""
+        yield ev.Acquire(page.lock)  # lock_page()
+        rc = EAGAIN
+        mapping = yield ev.Load(page, "mapping")
+        if mapping is not None and (yield ev.Load(page, "mapcount")) >= 0:
+            yield from self.try_to_unmap(page, TTU_MIGRATION)
+            if (yield ev.Load(page, "mapcount")) < 0:
+                rc = yield from self.move_to_new_page(newpage, page)
+            if rc:
+                yield from self.remove_migration_ptes(page, page)
+        yield ev.Mark("migration-end", page)
+        yield ev.Release(page.lock)  # unlock_page()
+        return rc
+
+
+class MremapNoRmapLocks(Mainline):
+    """mremap moves the ptes without the rmap locks even when copy_vma() merged the
+    destination into a vma that rmap walks first: the race Pawel Sikora hit in 3.0-3.1
+    ("kernel BUG at include/linux/swapops.h" in migration_entry_wait() after mremap).
+    remove_migration_ptes() looks at the destination vma before move_ptes() put the
+    migration entry there and at the source after it left: the entry is left behind.
+    Fixed in 3.3 by Andrea Arcangeli's anon_vma_moveto_tail() (mremap: enforce rmap src/dst
+    vma ordering in case of vma_merge() succeeding in copy_vma()), replaced in 3.7 by
+    need_rmap_locks (38a76013ad80): this variant keeps need_rmap_locks false."""
+
+    name = "mremap-no-rmap-locks"
+    focus = ("mremap", "migrate")
+    summary = "mremap moves ptes without rmap locks into a merged vma walked before the source"
+    expected = "buggy"
+    commit = (
+        "reverts need_rmap_locks of 38a76013ad80 (3.7, mm: avoid taking rmap locks in "
+        "move_ptes()); fixed first by anon_vma_moveto_tail (3.3, Andrea Arcangeli)"
+    )
+
+    def copy_vma(self, vma: Vma, addr: int, length: int, pgoff: int) -> Gen:
+        new_vma, vma, _ = yield from super().copy_vma(vma, addr, length, pgoff)
+        return new_vma, vma, False
+
+
+class TempStackMigration(Mainline):
+    """Migration does not skip exec's temporary stack: between shift_arg_pages()'s first
+    vma_adjust() and move_page_tables() (which takes no rmap lock), vma_address() of a stack
+    page already points at the new place while the pte -- or the migration entry
+    try_to_unmap() wrote -- is still at the old one, so remove_migration_ptes() misses it."""
+
+    name = "temp-stack-migration"
+    focus = ("exec_shift", "migrate")
+    summary = "migration does not skip exec's VM_STACK_INCOMPLETE_SETUP stack during its move"
+    expected = "buggy"
+    commit = (
+        "reverts a8bef8ff6ea1 (2.6.35, mm: migration: avoid race between shift_arg_pages() "
+        "and rmap_walk() during migration by not migrating temporary stacks)"
+    )
+
+    def is_vma_temporary_stack(self, vma: Vma) -> Gen:
+        """is_vma_temporary_stack() came with a8bef8ff6ea1: before it, no vma was skipped."""
+        return False
+        yield  # a generator, like every model function
+
+
 BUILTIN: dict[str, type[Mainline]] = {
     cls.name: cls
-    for cls in (Mainline, LocklessWalk, PageAnonVmaLock, Linus2012, StackGrowthUnderRead)
+    for cls in (
+        Mainline,
+        LocklessWalk,
+        PageAnonVmaLock,
+        Linus2012,
+        StackGrowthUnderRead,
+        PrepareNolock,
+        ReuseNonsingular,
+        PerAnonVmaLockAdjust,
+        PlaNoRecheck,
+        PlaRefcountCheck,
+        RfcUnbalancedUnlock,
+        PutInsideRcu,
+        Modern,
+        ReuseCloneFailKeepAnon,
+        ReuseAdjustOverride,
+        NewestAnonVma,
+        MigrateNoPin,
+        MremapNoRmapLocks,
+        TempStackMigration,
+    )
 }
 
 

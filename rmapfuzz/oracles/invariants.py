@@ -4,12 +4,19 @@
   that is not locked);
 * at the end of each migration (``migration-end``, before unlock_page): I5, no migration entry
   for the page is left anywhere;
-* at quiescent points (after the setup, after the last task): I1/I3, I4, I7, I8, I9, I10, I11,
-  I13, and leaks once every process has exited.
+* at a walk's start (``walk-begin``): the walked anon_vma is neither freed nor a new incarnation
+  of page->mapping's slot (rmap_walk_anon(): "Users without mmap_sem are required to take a
+  reference count to prevent the anon_vma disappearing");
+* at quiescent points (after the setup, after the last task): I1/I3 (for swap ptes too: the
+  page they will fault back in must find the vma), I4, I7, I8, I9, I10, I11, I13, the swap map
+  (each slot's count is the number of swap ptes naming it, SWAP_HAS_CACHE iff a page is in the
+  swap cache for it), and leaks (swap slots included) once every process has exited.
 
 I2 is the torn-chain oracle (torn.py); I6 and I14 are the engine's (use-after-free, deadlock,
-unlock by a non-owner, sleeping in atomic context).  I12 concerns the 4.0+/6.1+ reuse counters,
-which the 3.7 model does not have.
+unlock by a non-owner, sleeping in atomic context).  I12 (the 6.1+ reuse counters equal what
+they count) is checked for a model that has them (``anon_vma_counters``, kernel/modern.py): at
+every store that drives one below zero (the kernel's unsigned counters underflow there), and at
+quiescent points.
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ from rmapfuzz.engine.findings import FindingError
 from rmapfuzz.kernel.objects import (
     MM,
     PAGE_SHIFT,
+    SWAP_HAS_CACHE,
     AnonVma,
     Migration,
     Page,
+    Swap,
+    SwapSlot,
     Vma,
 )
+
+_COUNTERS = ("num_children", "num_active_vmas")
 
 
 def _fail(inv: str, message: str) -> FindingError:
@@ -47,6 +59,12 @@ class InvariantOracle:
                 raise _fail(
                     "I8", f"{t.pending_fn}() drove {obj.short()}->refcount to {obj.refcount}"
                 )
+        elif cls is ev.Store and e.field in _COUNTERS and e.value < 0:
+            raise _fail(
+                "I12",
+                f"{t.pending_fn}() drove {e.obj.short()}->{e.field} to {e.value}: the unsigned "
+                f"counter underflows (the VM_WARN_ON/BUG_ON in unlink_anon_vmas())",
+            )
         elif cls is ev.Store and type(e.value) is Migration:
             page = e.value.page
             if not page.lock.locked:
@@ -58,7 +76,19 @@ class InvariantOracle:
                 )
 
     def on_mark(self, eng: Any, t: Any, mark: ev.Mark) -> None:
-        if mark.kind == "migration-end":
+        if mark.kind == "walk-begin":
+            walk = mark.data
+            av, wpage = walk.anon_vma, walk.page
+            if av.freed or (av is wpage.mapping and av.gen != wpage.mapping_gen):
+                state = "freed" if av.freed else f"freed and reused as {av.short()}"
+                raise FindingError(
+                    "use-after-free",
+                    f"{walk.fn}() of {wpage.short()} walks {av.short()}, which was {state}: "
+                    f"nothing pinned page->mapping's anon_vma while {wpage.short()} was "
+                    f"unmapped",
+                    task=t.tid,
+                )
+        elif mark.kind == "migration-end":
             page: Page = mark.data
             for mm, addr, pte in self._ptes():
                 if type(pte) is Migration and pte.page is page:
@@ -77,7 +107,13 @@ class InvariantOracle:
     def on_quiescent(self, eng: Any) -> None:
         k = self.kernel
         mapcounts: dict[Page, int] = {}
+        swaps: dict[SwapSlot, int] = {}
         for mm, addr, pte in self._ptes():
+            if type(pte) is Swap:
+                swaps[pte.slot] = swaps.get(pte.slot, 0) + 1
+                if pte.slot.page is not None:
+                    self._check_i1(mm, addr, pte.slot.page, pte)
+                continue
             page = pte.page
             if type(pte) is Migration:
                 raise _fail(
@@ -101,6 +137,7 @@ class InvariantOracle:
                         f"{page.short()} is mapped but its anon_vma "
                         f"{av.short() if av else None} was freed or reused",
                     )
+        self._check_swap_map(swaps)
         for vma in k.live_vmas():
             self._check_i10(vma)
         for mm in k.mms:
@@ -108,17 +145,20 @@ class InvariantOracle:
                 self._check_i4(mm)
         for av in k.anon_vmas:
             self._check_anon_vma(av)
+        if getattr(k, "anon_vma_counters", False):
+            self._check_i12()
         if all(p.mm is None for p in k.procs.values()):
             self._check_leaks()
 
     # ---------------------------------------------------------------- checks
 
-    def _check_i1(self, mm: MM, addr: int, page: Page) -> None:
+    def _check_i1(self, mm: MM, addr: int, page: Page, swap: Swap | None = None) -> None:
+        how = f"swapped out ({swap!r}, in the swap cache)" if swap else "mapped"
         vma = self._vma_at(mm, addr)
         if vma is None:
             raise _fail(
                 "I1",
-                f"{page.short()} is mapped at {addr:#x} in mm#{mm.oid} outside any "
+                f"{page.short()} is {how} at {addr:#x} in mm#{mm.oid} outside any "
                 f"vma (munmap or exit left the pte behind)",
             )
         av = page.mapping
@@ -126,9 +166,10 @@ class InvariantOracle:
         if av is None or av not in chain:
             raise _fail(
                 "I1",
-                f"{page.short()} is mapped at {addr:#x} by {vma.describe()} but "
+                f"{page.short()} is {how} at {addr:#x} by {vma.describe()} but "
                 f"its anon_vma {av.short() if av else None} is not in that vma's chain: "
-                f"rmap cannot find this mapping",
+                f"rmap cannot find this mapping"
+                + (" once it is faulted back in (page_add_anon_rmap() keeps it)" if swap else ""),
             )
         avc = next(a for a in vma.anon_vma_chain if a.anon_vma is av)
         if avc not in av.rb_root.nodes:
@@ -218,8 +259,63 @@ class InvariantOracle:
                     f"{key[0]:#x}-{key[1]:#x}: geometry changed without pre/post update",
                 )
 
+    def _check_swap_map(self, swaps: dict[SwapSlot, int]) -> None:
+        for slot in self.kernel.swap_slots:
+            n = swaps.get(slot, 0)
+            if slot.count & ~SWAP_HAS_CACHE != n:
+                raise FindingError(
+                    "swap-map",
+                    f"swap_map of {slot.short()} counts {slot.count & ~SWAP_HAS_CACHE} "
+                    f"references but {n} swap ptes name it",
+                )
+            page = slot.page
+            if bool(slot.count & SWAP_HAS_CACHE) != (page is not None) or (
+                page is not None and page.private is not slot
+            ):
+                raise FindingError(
+                    "swap-map",
+                    f"{slot.short()}: SWAP_HAS_CACHE is "
+                    f"{'set' if slot.count & SWAP_HAS_CACHE else 'clear'} but the swap cache "
+                    f"holds {page.short() if page else 'no page'}"
+                    + (f" whose page_private is {page.private!r}" if page else ""),
+                )
+
+    def _check_i12(self) -> None:
+        """rmap-spec I12 (6.1+): num_children(A) counts the anon_vmas in use whose ->parent
+        is A (a root is its own parent), num_active_vmas(A) the vmas whose ->anon_vma is A.
+        "In use" is a non-empty tree: unlink_anon_vmas() drops the parent's count when it
+        empties a child, which may outlive that in a pin."""
+        k = self.kernel
+        live = k.live_anon_vmas()
+        children: dict[AnonVma, int] = dict.fromkeys(live, 0)
+        for b in live:
+            if b.rb_root.nodes and b.parent in children:
+                children[b.parent] += 1
+        active: dict[AnonVma, int] = dict.fromkeys(live, 0)
+        for vma in k.live_vmas():
+            if vma.anon_vma in active:
+                active[vma.anon_vma] += 1
+        for a in live:
+            for field, want, what in (
+                ("num_children", children[a], "anon_vmas in use with ->parent"),
+                ("num_active_vmas", active[a], "vmas with ->anon_vma"),
+            ):
+                have = getattr(a, field)
+                if have != want:
+                    raise _fail(
+                        "I12",
+                        f"{a.short()}->{field} is {have} but {want} {what} == {a.short()}",
+                    )
+
     def _check_leaks(self) -> None:
         k = self.kernel
+        used = [s for s in k.swap_slots if s.count & ~SWAP_HAS_CACHE]
+        if used:
+            raise FindingError(
+                "leak",
+                f"every process has exited but swap slot(s) "
+                f"{', '.join(s.short() for s in used)} are still referenced",
+            )
         for what, objs in (
             ("vma", k.vmas),
             ("anon_vma_chain", k.avcs),

@@ -7,8 +7,6 @@ allocation order (a freed anon_vma slot is reused first, SLAB_DESTROY_BY_RCU + L
 
 from __future__ import annotations
 
-import pytest
-
 from rmapfuzz.kernel.objects import Present
 
 from ._helpers import (
@@ -109,11 +107,6 @@ def test_fork_of_unfaulted_process_copies_nothing() -> None:
     assert out.kernel.anon_vmas == [] and out.kernel.avcs == [] and all_ptes(out) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model: do_wp_page() (COW) is not modelled (docs/model.md); a write fault on the "
-    "write-protected pte left by fork does nothing, the pages stay shared",
-)
 def test_write_fault_after_fork_copies_the_page() -> None:
     """mm/memory.c do_wp_page() after fork: page 1 is mapped twice (reuse_swap_page() needs
     page_mapcount() == 1), so the parent's write fault copies it: anon_vma_prepare() (no-op),

@@ -287,11 +287,6 @@ def test_mprotect_of_unmapped_range_is_enomem() -> None:
     assert a.vm_flags == 0 and b.vm_flags == VM_WRITE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model: change_protection() is not modelled (docs/model.md); mprotect(PROT_READ) "
-    "leaves the ptes writable",
-)
 def test_mprotect_readonly_write_protects_the_ptes() -> None:
     """mprotect_fixup() ends with change_protection(vma, start, end, vm_page_prot): with
     VM_WRITE gone the present ptes are rewritten without _PAGE_RW; pte_modify() keeps the
