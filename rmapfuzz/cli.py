@@ -79,9 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--explorer",
         default="hypothesis",
-        choices=["hypothesis", "random"],
+        choices=["hypothesis", "random", "pct"],
         help="hypothesis: the state machine, shrinking the finding (default); "
-        "random: seeded random programs and schedules, no shrinking",
+        "random: seeded random programs and schedules, no shrinking; "
+        "pct: the random explorer's programs under PCT priority scheduling (d-1 random "
+        "change points), no shrinking",
     )
     f.add_argument("--seed", type=int, default=0, help="seed of the exploration (default 0)")
     f.add_argument(
@@ -166,6 +168,71 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="file.py:Class or module:Class, for a reproducer of a user variant",
     )
+
+    c = sub.add_parser(
+        "check",
+        help="explore every schedule of one program up to K preemptions (exhaustive, with "
+        "partial-order reduction)",
+        description="Run one fixed program under every schedule with at most K preemptions, "
+        "bound 0, 1, ... K in turn, pruning schedules that only reorder independent steps "
+        "(dynamic partial-order reduction).  Prints the shortest counterexample (fewest "
+        "preemptions, then fewest steps) as swim-lanes and saves it as a reproducer, or says "
+        "that there is none up to K preemptions.  Exit 0: none; 1: a finding; 2: bad input.",
+        epilog="--ops SPEC: 'setup: OP; OP ... | OP; OP ... | ...': the setup, then one "
+        "'|'-separated section per task (task i on cpu i, or 'cpuN: OPS'); an OP is "
+        "name(arg, ...) with decimal or 0x integers, e.g. 'setup: mmap(1,0x10000,2,0); "
+        "fault(1,0x10000); fork(1) | migrate(1) | exit(2)'.",
+    )
+    c.add_argument(
+        "--variant",
+        default="mainline",
+        help="built-in name (see 'rmapfuzz variants'), file.py:Class or module:Class",
+    )
+    c.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a knob of the variant (repeatable), e.g. require_mmap_sem=yes",
+    )
+    what = c.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--program",
+        metavar="FILE",
+        help="a program JSON file, or a reproducer whose program is checked",
+    )
+    what.add_argument("--ops", metavar="SPEC", help="the program as text (see below)")
+    c.add_argument(
+        "--max-preemptions",
+        type=int,
+        default=2,
+        metavar="K",
+        help="the largest preemption bound searched (default 2)",
+    )
+    c.add_argument(
+        "--max-schedules",
+        type=int,
+        default=None,
+        metavar="N",
+        help="give up a bound after N runs (default 200000): the answer is then no proof",
+    )
+    c.add_argument(
+        "--no-reduction",
+        action="store_true",
+        help="plain preemption-bounded enumeration (to measure what the reduction saves)",
+    )
+    c.add_argument(
+        "--corpus",
+        default="corpus",
+        metavar="DIR",
+        help="where a finding is saved as a reproducer (default: corpus)",
+    )
+    c.add_argument("--no-save", action="store_true", help="do not write a reproducer")
+    c.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result, then a summary JSON object as the last line",
+    )
     return p
 
 
@@ -180,6 +247,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
             "expected": inst.expected,
             "commit": cls.commit,
             "knobs": dict(inst.knob),
+            "focus": list(cls.focus),
         }
         if args.json:
             print(json.dumps(row))
@@ -304,8 +372,16 @@ def _print_finding(label: str, outcome: Any, res: Any, summary: dict[str, Any]) 
     print(swimlanes(r.trace, outcome.program, setup_steps=r.setup_steps, finding=f))
     print()
     print(finding_report(f))
+    _print_advisories(outcome)
+    summary["lockset"] = list(outcome.advisories)
     if summary["saved"]:
         print(f"\nsaved: {summary['saved']}  (rmapfuzz replay {summary['saved']})")
+
+
+def _print_advisories(outcome: Any, indent: str = "") -> None:
+    """The run's advisory lines (the lockset check, rmap-spec I15): not findings."""
+    for line in getattr(outcome, "advisories", ()) if outcome is not None else ():
+        print(f"{indent}{line}")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -336,6 +412,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                         "signature": repro["signature"],
                         "ok": report.ok,
                         "differences": report.differences,
+                        "lockset": list(getattr(report.outcome, "advisories", [])),
                     }
                 )
             )
@@ -348,6 +425,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         else:
             print(f"DIFFERS {path}: {repro['signature']}")
             print("\n".join(f"    {d}" for d in report.differences))
+        if not args.json:
+            _print_advisories(report.outcome, "    ")
     if args.json:
         print(
             json.dumps({"files": len(loaded), "reproduced": len(loaded) - differ, "differ": differ})
@@ -411,7 +490,119 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(swimlanes(r.trace, out.program, setup_steps=r.setup_steps, finding=out.finding))
         print()
         print(finding_report(out.finding) if out.finding else "no finding: the run is clean")
+        _print_advisories(out)
     return EXIT_CLEAN if report.ok else EXIT_FINDING
+
+
+def _check_program(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from rmapfuzz.errors import InvalidProgram
+    from rmapfuzz.explore.ops_spec import parse_ops
+    from rmapfuzz.program import Program
+
+    if args.ops is not None:
+        return parse_ops(args.ops)
+    try:
+        data = json.loads(Path(args.program).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UsageError(f"--program {args.program}: cannot read: {e.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"--program {args.program}: not JSON: {e}") from None
+    if isinstance(data, dict) and "schema" in data and "program" in data:
+        data = data["program"]  # a reproducer: check its program
+    try:
+        return Program.from_json(data)
+    except InvalidProgram as e:
+        raise UsageError(f"--program {args.program}: {e}") from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when no schedule up to K preemptions has a finding, 1 when one has."""
+    from rmapfuzz import corpus
+    from rmapfuzz.explore.exhaustive import DEFAULT_MAX_SCHEDULES, check_program
+    from rmapfuzz.kernel.variants import load_variant, parse_knob, variant_label
+    from rmapfuzz.render import finding_report, swimlanes
+    from rmapfuzz.runner import execute
+
+    _positive("--max-preemptions", args.max_preemptions, 0, 50)
+    _positive("--max-schedules", args.max_schedules)
+    variant = load_variant(args.variant)
+    knobs = dict(parse_knob(k) for k in args.knob)
+    label = variant_label(variant, args.variant)
+    variant(**knobs)
+    program = _check_program(args)
+    res = check_program(
+        variant,
+        program,
+        knobs=knobs,
+        max_preemptions=args.max_preemptions,
+        reduction=not args.no_reduction,
+        max_schedules=args.max_schedules or DEFAULT_MAX_SCHEDULES,
+    )
+    summary: dict[str, Any] = {
+        "variant": label,
+        "knobs": knobs,
+        "explorer": "exhaustive",
+        "reduction": not args.no_reduction,
+        "max_preemptions": args.max_preemptions,
+        "found": res.found is not None,
+        "proved": res.proved,
+        "capped": res.capped,
+        "schedules": res.schedules,
+        "pruned": res.pruned,
+        "bounds": [b.to_json() for b in res.bounds],
+        "elapsed_s": round(res.elapsed_s, 3),
+        "schedules_per_s": round(res.schedules / res.elapsed_s, 1) if res.elapsed_s else None,
+        "failure": None,
+        "preemptions": None,
+        "steps": None,
+        "saved": None,
+    }
+    counts = f"{res.schedules} schedules explored, {res.pruned} pruned ({res.elapsed_s:.1f}s)"
+    if res.found is None:
+        if res.capped:
+            b = res.bounds[-1]
+            print(
+                f"rmapfuzz: {label}: no finding up to {res.proved} preemptions; bound {b.bound} "
+                f"given up after {b.schedules + b.blocked} runs (--max-schedules): {counts}"
+            )
+        else:
+            print(f"rmapfuzz: {label}: no finding up to {res.proved} preemptions: {counts}")
+        if args.json:
+            print(json.dumps(summary, sort_keys=True))
+        return EXIT_CLEAN
+    found = res.found
+    outcome = execute(variant, program, found.decisions, knobs=knobs)
+    f = outcome.finding
+    r = outcome.result
+    if f is None or f.kind != found.finding.kind:
+        raise RmapfuzzError(f"the counterexample does not replay ({found.finding.kind})")
+    summary["failure"] = {"kind": f.kind, "message": f.message, "step": f.step}
+    summary["preemptions"] = r.preemptions
+    summary["steps"] = r.steps
+    summary["schedule"] = [list(d) for d in r.decisions]
+    if not args.no_save:
+        repro = corpus.record(label, knobs, outcome, explorer="exhaustive")
+        summary["saved"] = str(corpus.save(repro, args.corpus))
+    print(
+        f"rmapfuzz: {label}: {f.kind}; shortest counterexample: {r.preemptions} preemptions, "
+        f"{r.steps} steps; {counts}"
+    )
+    print(program.describe())
+    print(
+        f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"
+        f"  [{r.preemptions} preemptions, {r.steps} steps]"
+    )
+    print()
+    print(swimlanes(r.trace, program, setup_steps=r.setup_steps, finding=f))
+    print()
+    print(finding_report(f))
+    if summary["saved"]:
+        print(f"\nsaved: {summary['saved']}  (rmapfuzz replay {summary['saved']})")
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return EXIT_FINDING
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -423,6 +614,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "show":
             return cmd_show(args)
+        if args.command == "check":
+            return cmd_check(args)
         return cmd_fuzz(args)
     except RmapfuzzError as e:
         print(f"rmapfuzz: error: {e}", file=sys.stderr)
