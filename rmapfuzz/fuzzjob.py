@@ -77,11 +77,12 @@ def _explore(
     progress: Callable[[Exploration], None],
 ) -> Exploration:
     variant = load_variant(spec.variant)
-    if spec.explorer == "random":
+    if spec.explorer in ("random", "pct"):
         from rmapfuzz.explore.generate import GenSettings
+        from rmapfuzz.explore.pct import explore_pct
         from rmapfuzz.explore.random import explore_random
 
-        return explore_random(
+        return (explore_pct if spec.explorer == "pct" else explore_random)(
             variant,
             seed=seed,
             settings=GenSettings(cpus=spec.cpus),

@@ -9,6 +9,15 @@ vma geometry (fork, exit, munmap, mprotect, stack growth, a fault next door) on 
 The setup is tracked with a small shadow of what it creates (pids, regions, faulted pages) so
 that the concurrent operations mostly get arguments that mean something; an argument that no
 longer fits when the operation runs simply makes it fail like the system call would.
+
+A variant may declare a *focus* (``GenSettings.focus``, from the variant's ``focus`` class
+attribute): the operations its patch touches.  Focus only weights: each focused operation
+appears :data:`FOCUS_WEIGHT` more times in the menus it belongs to (the first task's menu of
+walkers gets the focused non-walkers too), the setup builds what a focused operation needs more
+often (a stack for ``fault_below``, exec's temporary stack for ``exec_shift``, a range moved
+away for ``mremap``, forks for ``fork``/``exit``), and a focus of three or more operations asks
+for a third task more often.  Every program without focus can still be drawn with focus and
+vice versa; the number of choices is the same.
 """
 
 from __future__ import annotations
@@ -19,13 +28,41 @@ from typing import Protocol, TypeVar
 
 import attrs
 
-from rmapfuzz.kernel.objects import PAGE_SIZE, TASK_LO
+from rmapfuzz.kernel.objects import PAGE_SIZE, TASK_HI, TASK_LO
 from rmapfuzz.program import Op, Program, TaskProgram
 
 T = TypeVar("T")
 
 WALKERS = ("migrate", "move_pages", "reclaim")
-MUTATORS = ("fork", "exit", "munmap", "mprotect", "fault", "fault_below", "move_pages")
+#: operations that allocate anon_vmas, avcs or vmas: fail_nth(n, times) may precede them
+FAILABLE = ("fork", "fault", "munmap", "mprotect", "mremap")
+#: fault injection: how often, how far ahead (n) and how many failures in a row (times)
+P_FAIL_NTH = 0.15
+FAIL_NTH_MAX = 6
+FAIL_TIMES_MAX = 2
+MUTATORS = (
+    "fork",
+    "exit",
+    "munmap",
+    "mprotect",
+    "fault",
+    "fault_below",
+    "move_pages",
+    "mremap",
+    "exec_shift",
+    "read",
+    "swapout",
+    "pin",
+)
+#: how often the setup swaps a page out (reclaim clears the young bits, swapout unmaps it)
+#: and faults it back in from some of the processes that map it
+P_SWAP = 0.3
+
+#: where mremap moves ranges to when it moves them out of the way: free of the regions above
+#: and below the stack's shifts (an overlap is no error: mremap unmaps its destination first)
+FAR = TASK_LO + 0x16000
+#: the top of exec's temporary stack (mmap growsdown=2), the topmost vma, as exec_shift needs
+STACK_TOP = TASK_HI
 
 
 class Choices(Protocol):
@@ -63,11 +100,30 @@ def packed_range(sizes: Sequence[int]) -> int:
     return n
 
 
+#: extra copies of a focused operation in a menu (see the module docstring)
+FOCUS_WEIGHT = 3
+
+
 @attrs.frozen
 class GenSettings:
     cpus: int = 2
     max_tasks: int = 3
     max_ops_per_task: int = 2
+    #: operations the fuzzed variant's patch touches: weighted, never forced; None (the
+    #: default) means the variant's own ``focus`` where an explorer knows the variant
+    focus: tuple[str, ...] | None = attrs.field(
+        default=None, converter=lambda f: None if f is None else tuple(f)
+    )
+
+
+def _p(base: float, focused: bool, boosted: float) -> float:
+    return boosted if focused else base
+
+
+def menu(base: Sequence[str], focus: Sequence[str]) -> tuple[str, ...]:
+    """``base`` with each focused operation in it repeated FOCUS_WEIGHT more times."""
+    extra = tuple(k for k in base if k in focus for _ in range(FOCUS_WEIGHT))
+    return tuple(base) + extra
 
 
 @attrs.define
@@ -79,13 +135,38 @@ class _Shadow:
     )  # pid -> (start, npages, gd)
     faulted: dict[int, set[int]] = attrs.field(factory=dict)  # pid -> addrs with a pte
     pages: int = 0
+    page_addr: list[int] = attrs.field(factory=list)  # pfn - 1 -> the address it was faulted at
     next_pid: int = 2
+    #: pid -> (start, npages) of its temporary exec stack (VM_STACK_INCOMPLETE_SETUP)
+    stack: dict[int, tuple[int, int]] = attrs.field(factory=dict)
+    #: pid -> ranges the setup mremap()ed away: (where now, npages, where from)
+    moved: dict[int, list[tuple[int, int, int]]] = attrs.field(factory=dict)
 
     def addrs(self, pid: int) -> list[int]:
         out = []
         for start, n, _ in self.regions.get(pid, []):
             out.extend(start + i * PAGE_SIZE for i in range(n))
         return out
+
+    def move(self, pid: int, src: int, n: int, dst: int) -> None:
+        """mremap(src, n pages -> dst) as the shadow sees it."""
+        end = src + n * PAGE_SIZE
+        out = []
+        for start, m, gd in self.regions[pid]:
+            stop = start + m * PAGE_SIZE
+            if stop <= src or start >= end:
+                out.append((start, m, gd))
+                continue
+            if start < src:
+                out.append((start, (src - start) // PAGE_SIZE, gd))
+            if stop > end:
+                out.append((end, (stop - end) // PAGE_SIZE, gd))
+        out.append((dst, n, False))
+        self.regions[pid] = out
+        self.faulted[pid] = {
+            dst + (a - src) if src <= a < end else a for a in self.faulted.get(pid, set())
+        }
+        self.moved.setdefault(pid, []).append((dst, n, src))
 
 
 def generate(c: Choices, s: GenSettings) -> Program:
@@ -98,11 +179,13 @@ def generate(c: Choices, s: GenSettings) -> Program:
         if addr not in sh.faulted.setdefault(pid, set()):
             sh.faulted[pid].add(addr)
             sh.pages += 1
+            sh.page_addr.append(addr)
 
+    focus = s.focus or ()
     # pid 1: one or two regions; the second may be a stack (VM_GROWSDOWN) with room to grow
     n = c.integer(2, 6)
     start = TASK_LO + c.integer(0, 2) * 4 * PAGE_SIZE
-    gd = c.boolean(0.3)
+    gd = c.boolean(_p(0.3, "fault_below" in focus, 0.7))
     if gd:
         start += 8 * PAGE_SIZE
     setup.append(Op("mmap", (1, start, n, int(gd))))
@@ -113,13 +196,38 @@ def generate(c: Choices, s: GenSettings) -> Program:
         if s2 + n2 * PAGE_SIZE <= TASK_LO + 0x20000:
             setup.append(Op("mmap", (1, s2, n2, 0)))
             sh.regions[1].append((s2, n2, False))
+    first_fault = len(setup)
+    if c.boolean(_p(0.25, "exec_shift" in focus, 0.7)):  # exec's stack: the topmost vma
+        sn = c.integer(1, 3)
+        ss = STACK_TOP - sn * PAGE_SIZE
+        setup.append(Op("mmap", (1, ss, sn, 2)))
+        sh.regions[1].append((ss, sn, True))
+        sh.stack[1] = (ss, sn)
     for addr in sorted({c.choice(sh.addrs(1)) for _ in range(c.integer(1, 3))}):
         fault(1, addr)
+    if 1 in sh.stack:  # copy_strings() writes argv at the top of the stack
+        fault(1, STACK_TOP - PAGE_SIZE)
+    if c.boolean(_p(0.15, "mremap" in focus, 0.6)):  # a range moved away: a task may move
+        # it back, copy_vma() merging it into a neighbour
+        rstart, rn, _ = sh.regions[1][0]
+        # start at a faulted page if there is one (moving ptes is the point): the first, or the
+        # last, whose move back extends the vma below it (walked before the moved one)
+        here = sorted(a for a in sh.faulted.get(1, ()) if rstart <= a < rstart + rn * PAGE_SIZE)
+        tail = c.boolean(0.5)
+        if here:
+            k = (here[-1 if tail else 0] - rstart) // PAGE_SIZE
+        else:
+            k = c.integer(0, rn - 1)
+        m = rn - k if tail else c.integer(1, rn - k)
+        src = rstart + k * PAGE_SIZE
+        setup.append(Op("mremap", (1, src, m, FAR)))
+        sh.move(1, src, m, FAR)
     pids = [1]
     # forks build shared roots; faults in children give pages of child anon_vmas
+    p_fork = _p(0.6, "fork" in focus or "exit" in focus, 0.8)
     for _ in range(2):
         with c.group():  # a fork (and a fault in the child), its flag included
-            if not c.boolean(0.6):
+            if not c.boolean(p_fork):
                 break
             parent = c.choice(pids)
             setup.append(Op("fork", (parent,)))
@@ -127,6 +235,9 @@ def generate(c: Choices, s: GenSettings) -> Program:
             sh.next_pid += 1
             sh.regions[child] = list(sh.regions[parent])
             sh.faulted[child] = set(sh.faulted.get(parent, set()))
+            if parent in sh.stack:
+                sh.stack[child] = sh.stack[parent]
+            sh.moved[child] = list(sh.moved.get(parent, []))
             pids.append(child)
             if c.boolean(0.6):
                 free = [a for a in sh.addrs(child) if a not in sh.faulted[child]]
@@ -136,18 +247,41 @@ def generate(c: Choices, s: GenSettings) -> Program:
         pid = c.choice(pids)
         start, n, _ = sh.regions[pid][0]
         if n > 1:
-            setup.append(Op("mprotect", (pid, start, c.integer(1, n - 1), 0)))
+            mprotect = Op("mprotect", (pid, start, c.integer(1, n - 1), 0))
+            # before the faults, it leaves a read-only vma without anon_vma next to a faulted
+            # one: what vma_merge()'s importer path (an mprotect back to rw) needs
+            if pid == 1 and c.boolean(0.5):
+                setup.insert(first_fault, mprotect)
+            else:
+                setup.append(mprotect)
+
+    if sh.pages and c.boolean(P_SWAP):
+        with c.group():  # swap a page out, fault it back in: do_swap_page()'s anon_vma rule
+            pfn = c.integer(1, sh.pages)
+            setup.append(Op("reclaim", (pfn,)))
+            setup.append(Op("swapout", (pfn,)))
+            addr = sh.page_addr[pfn - 1]
+            for _ in range(c.integer(0, 2)):
+                pid = c.choice(pids)
+                setup.append(Op("read" if c.boolean(0.5) else "fault", (pid, addr)))
 
     tasks: list[TaskProgram] = []
-    while len(tasks) < 2 or (len(tasks) < s.max_tasks and c.boolean(0.5)):
+    first = menu(WALKERS + tuple(k for k in MUTATORS if k in focus), focus)
+    others = menu(MUTATORS + WALKERS[:1] + tuple(k for k in WALKERS[1:] if k in focus), focus)
+    p_more = _p(0.5, len(set(focus)) >= 3, 0.7)
+    while len(tasks) < 2 or (len(tasks) < s.max_tasks and c.boolean(p_more)):
         with c.group():  # a task, deletable as a whole (its "one more task?" flag included)
             i = len(tasks)
             cpu = c.integer(0, s.cpus - 1) if i >= s.cpus else i
-            kinds = WALKERS if i == 0 else MUTATORS + WALKERS[:1]
+            kinds = first if i == 0 else others
             ops: list[Op] = []
             while not ops or (len(ops) < s.max_ops_per_task and c.boolean(0.5)):
                 with c.group():  # an operation, its flag included
-                    ops.append(_op(c, kinds, pids, sh))
+                    op = _op(c, kinds, pids, sh)
+                    if op.name in FAILABLE and c.boolean(P_FAIL_NTH):
+                        n, times = c.packed((FAIL_NTH_MAX, FAIL_TIMES_MAX))
+                        ops.append(Op("fail_nth", (n + 1, times + 1)))
+                    ops.append(op)
             tasks.append(TaskProgram(cpu, tuple(ops)))
     return Program(s.cpus, tuple(setup), tuple(tasks))
 
@@ -157,7 +291,7 @@ def _op(c: Choices, kinds: Sequence[str], pids: list[int], sh: _Shadow) -> Op:
     k, p, a, n, w = c.packed((len(kinds), len(pids), 16, 3, 2))
     kind, pid = kinds[k], pids[p]
     addrs = sh.addrs(pid) or [TASK_LO]
-    if kind == "migrate" or kind == "reclaim":
+    if kind in ("migrate", "reclaim", "swapout", "pin"):
         return Op(kind, (1 + a % max(sh.pages, 1),))
     if kind == "move_pages":
         faulted = sorted(sh.faulted.get(pid, ())) or addrs
@@ -168,8 +302,42 @@ def _op(c: Choices, kinds: Sequence[str], pids: list[int], sh: _Shadow) -> Op:
         return Op(kind, (pid, addrs[a % len(addrs)], n + 1))
     if kind == "mprotect":
         return Op(kind, (pid, addrs[a % len(addrs)], n + 1, w))
+    if kind == "mremap":
+        return _mremap(c, pid, a, n + 1, w, addrs, sh)
+    if kind == "exec_shift":
+        if pid in sh.stack:
+            return Op(kind, (pid, sh.stack[pid][0], n + 1))
+        return Op("fault", (pid, addrs[a % len(addrs)]))
+    if kind == "read":
+        return Op(kind, (pid, addrs[a % len(addrs)]))
     if kind == "fault_below":
         regions = sh.regions.get(pid, [(TASK_LO + PAGE_SIZE, 1, False)])
         start = regions[a % len(regions)][0]
         return Op("fault", (pid, start - (w + 1) * PAGE_SIZE))
+    if w and a % 2 == 0:  # a quarter of the faults: at vm_start of a stack, if there is one
+        stacks = [r[0] for r in sh.regions.get(pid, ()) if r[2]]
+        if stacks:
+            return Op("fault", (pid, stacks[a // 2 % len(stacks)]))
     return Op("fault", (pid, addrs[a % len(addrs)]))
+
+
+def _mremap(
+    c: Choices, pid: int, a: int, npages: int, back: int, addrs: list[int], sh: _Shadow
+) -> Op:
+    """An mremap worth making: move a range the setup moved away back next to where it came
+    from (copy_vma() merges it into a neighbour: need_rmap_locks), or move a range out of the
+    way, next to its region, just below it, or onto another region (unmapped first)."""
+    moved = sh.moved.get(pid)
+    if moved and back:
+        where, n, orig = moved[a % len(moved)]
+        return Op("mremap", (pid, where, n, orig))
+    src = addrs[a % len(addrs)]
+    regions = sh.regions.get(pid) or [(src, 1, False)]
+    rstart, rn, _ = next((r for r in regions if r[0] <= src < r[0] + r[1] * PAGE_SIZE), regions[0])
+    dests = (
+        FAR + (a % 3) * PAGE_SIZE,
+        rstart + rn * PAGE_SIZE,
+        rstart - npages * PAGE_SIZE,
+        regions[(a + 1) % len(regions)][0],
+    )
+    return Op("mremap", (pid, src, npages, dests[c.integer(0, len(dests) - 1)]))

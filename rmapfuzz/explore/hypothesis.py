@@ -1,9 +1,10 @@
 """The ``hypothesis`` explorer: the state machine run by Hypothesis, shrinking the first finding
 (Hypothesis's shrinker, then the schedule-aware pass of :mod:`rmapfuzz.explore.minimize`).
 
-Hypothesis runs in rounds of ``round_examples`` examples; round ``r`` of seed ``s`` is seeded
-``s * 1_000_003 + r``, so the run is deterministic for a seed (without a database) and a time
-limit only decides how many rounds run.  With a database (long fuzz jobs), Hypothesis first
+Hypothesis runs in rounds of ``round_examples`` programs (``max_examples`` counts programs too;
+a Hypothesis example runs several, see :mod:`rmapfuzz.explore.machine`); round ``r`` of seed
+``s`` is seeded ``s * 1_000_003 + r``, so the run is deterministic for a seed (without a
+database) and a time limit only decides how many rounds run.  With a database (long fuzz jobs), Hypothesis first
 replays what earlier runs saved there: that is how a job resumes.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from hypothesis import seed as hypothesis_seed
 from hypothesis.stateful import run_state_machine_as_test
 
-from rmapfuzz.explore.machine import RmapFinding, RmapMachine, machine_settings
+from rmapfuzz.explore.machine import RmapFinding, RmapMachine, examples_for, machine_settings
 from rmapfuzz.explore.minimize import minimize
 from rmapfuzz.explore.random import Exploration
 from rmapfuzz.kernel.variants import Mainline
@@ -33,7 +34,7 @@ def explore_hypothesis(
     max_examples: int | None = None,
     time_limit: float | None = None,
     database: str | Path | None = None,
-    round_examples: int = 100,
+    round_examples: int = 400,
     progress: Callable[[Exploration], None] | None = None,
     machine: type[RmapMachine] | None = None,
     reuse: bool = True,
@@ -58,7 +59,12 @@ def explore_hypothesis(
         try:
             run_state_machine_as_test(
                 machine,
-                settings=machine_settings(n, database, reuse=reuse, step_count=machine.step_count),
+                settings=machine_settings(
+                    examples_for(n, machine.step_count),
+                    database,
+                    reuse=reuse,
+                    step_count=machine.step_count,
+                ),
             )
         except RmapFinding as e:
             ex.outcome = minimize(machine.variant, e.outcome, knobs=machine.knobs)

@@ -1,12 +1,17 @@
 """The Hypothesis stateful machine: generation that shrinks operations and interleavings together.
 
-The initialize rule ``build`` creates the processes, vmas and pages (the setup: mmap, fault,
-fork, mprotect, each run to completion at once) and spawns the tasks; the rule ``run`` takes
-scheduling decisions ``(task, steps)``.  Choices therefore grow with operations and preemptions,
-never with atomic steps (DESIGN.md section 3): a decision is a run length, ``steps=0`` meaning
-"until it blocks or finishes", so shrinking deletes decisions and moves steps toward 0 —
-removing preemptions — after it has removed operations.  Teardown runs every task to completion
-with the default policy and the quiescent checks.
+The one rule, ``explore``, runs one program on a freshly booted kernel: ``build`` creates the
+processes, vmas and pages (the setup: mmap, fault, fork, mprotect, each run to completion at
+once) and spawns the tasks; ``schedule`` takes scheduling decisions ``(task, steps)``; then every
+task runs to completion with the default policy and the quiescent checks.  Choices therefore
+grow with operations and preemptions, never with atomic steps (DESIGN.md section 3): a decision
+is a run length, ``steps=0`` meaning "until it blocks or finishes", so shrinking deletes
+decisions and moves steps toward 0 — removing preemptions — after it has removed operations.
+
+A Hypothesis example runs ``step_count`` programs one after another.  Hypothesis spends a few
+milliseconds per example whatever it holds (about twice what one program costs to run); one
+program per example would spend most of the time there.  The shrinker deletes the programs a
+finding does not need as it deletes any rule.
 
 Programs are drawn with :func:`rmapfuzz.strategies.programs` (the random explorer's generator,
 Hypothesis choosing); what ran is recorded as a plain :class:`~rmapfuzz.program.Program` and
@@ -33,8 +38,6 @@ from hypothesis.control import current_build_context
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.stateful import (
     RuleBasedStateMachine,
-    initialize,
-    invariant,
     rule,
     run_state_machine_as_test,
 )
@@ -50,6 +53,9 @@ MAX_DECISIONS = 12
 SPAN_LABEL = 0x726D6170  # "rmap": marks one operation or one decision for the shrinker
 MAX_RUN = 40
 MAX_TASKS = 3
+_DECISION_SIZES = (MAX_RUN + 1, MAX_TASKS)
+#: programs remembered as clean per machine (see run_program)
+_CLEAN_CACHE = 100_000
 
 
 class ConjectureChoices:
@@ -93,8 +99,13 @@ class ConjectureChoices:
         return unpack(self._int(0, packed_range(sizes) - 1), sizes)
 
 
-#: examples per test run of the machine under pytest, by profile
+#: programs (each its own interleaving) per test run of the machine under pytest, by profile
 PROFILES = {"ci": 300, "fuzz": 100_000}
+
+
+def examples_for(programs: int, step_count: int) -> int:
+    """Hypothesis examples that run about ``programs`` programs, ``step_count`` per example."""
+    return max(1, -(-programs // step_count))
 
 
 @attrs.define
@@ -153,11 +164,15 @@ def finding_class(kind: str) -> type[RmapFinding]:
 class MachineStats:
     """Shared by all instances of one machine class: what the exploration did."""
 
+    #: programs drawn (each with its decisions), ``repeated`` of them not run again
     examples: int = 0
+    repeated: int = 0
     steps: int = 0
     choices: int = 0
     first_failure_at: float | None = None
     last: Outcome | None = None
+    #: (program, decisions) pairs that ran clean
+    clean: set[tuple[Program, tuple[tuple[int, int], ...]]] = attrs.field(factory=set)
 
 
 class RmapMachine(RuleBasedStateMachine):
@@ -167,8 +182,10 @@ class RmapMachine(RuleBasedStateMachine):
     cpus: ClassVar[int] = 2
     corpus_dir: ClassVar[Path | None] = None
     stats: ClassVar[MachineStats] = MachineStats()
-    #: rules per example (Hypothesis's stateful_step_count): the build plus the decisions
-    step_count: ClassVar[int] = 3
+    #: rules per Hypothesis example (its stateful_step_count): programs run one after another
+    step_count: ClassVar[int] = 4
+    #: skip programs already run clean (off for a subclass that watches every run)
+    remember_clean: ClassVar[bool] = True
 
     @classmethod
     def for_variant(
@@ -200,7 +217,8 @@ class RmapMachine(RuleBasedStateMachine):
             },
         )
         machine.TestCase.settings = machine_settings(
-            PROFILES[profile or defaults.profile], step_count=machine.step_count
+            examples_for(PROFILES[profile or defaults.profile], machine.step_count),
+            step_count=machine.step_count,
         )
         return machine
 
@@ -211,6 +229,10 @@ class RmapMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self._new_world()
+
+    def _new_world(self) -> None:
+        """A freshly booted kernel and an empty engine: where the next program runs."""
         self.kernel = self.variant(**self.knobs)
         self.kernel.boot()
         self.engine = Engine(ncpus=self.cpus, observers=default_oracles(self.kernel))
@@ -218,7 +240,7 @@ class RmapMachine(RuleBasedStateMachine):
         self.task_progs: list[TaskProgram] = []
         self.failed = False
         self.finished = False
-        type(self).stats.examples += 1
+        self.fresh = True
 
     # ------------------------------------------------------------ plumbing
 
@@ -271,13 +293,50 @@ class RmapMachine(RuleBasedStateMachine):
         self.setup_ops.append(op)
         self._guard(self.engine.setup_op, self._call(op))
 
-    # --------------------------------------------------------------- setup
+    # --------------------------------------------------------------- rules
 
-    @initialize(data=st.data())
-    def build(self, data: Any) -> None:
+    @rule(data=st.data())
+    def explore(self, data: Any) -> None:
+        """One program from start to end on a fresh kernel: draw it, run its setup, spawn its
+        tasks, take up to MAX_DECISIONS scheduling decisions, run every task to completion and
+        check the quiescent invariants.  An example runs ``step_count`` programs in a row, so
+        Hypothesis's fixed cost per example is shared by them; the shrinker deletes the
+        programs a finding does not need like any other rule."""
+        self.run_program(ConjectureChoices(data))
+
+    def run_program(self, choices: ConjectureChoices) -> None:
+        """The body of ``explore`` (override this, not the rule, to watch each program).
+
+        All the program's choices are drawn first, then it runs.  A run is a function of its
+        choices (a fresh kernel, a deterministic engine), so a program whose choices already
+        ran clean in this machine is not run again: when the shrinker replays an example, the
+        programs before the failing one cost their draws only."""
+        program = generate(choices, GenSettings(cpus=self.cpus, focus=self.variant.focus))
+        decisions = self.draw_decisions(choices)
+        stats = type(self).stats
+        stats.examples += 1
+        if self.remember_clean and (program, decisions) in stats.clean:
+            stats.repeated += 1
+            return
+        if not self.fresh:
+            self._new_world()
+        self.start(program)
+        self.schedule(decisions)
+        self._finish()
+        if self.remember_clean:
+            if len(stats.clean) >= _CLEAN_CACHE:
+                stats.clean.clear()
+            stats.clean.add((program, decisions))
+
+    def build(self, choices: ConjectureChoices) -> None:
+        """Draw a program and start it (a machine that takes its decisions one by one)."""
+        type(self).stats.examples += 1
+        self.start(generate(choices, GenSettings(cpus=self.cpus, focus=self.variant.focus)))
+
+    def start(self, program: Program) -> None:
         """Create the processes, vmas and pages (the setup runs alone, operation by operation)
-        and spawn the tasks.  Programs are drawn by the generator the random explorer uses."""
-        program = generate(ConjectureChoices(data), GenSettings(cpus=self.cpus))
+        and spawn the tasks."""
+        self.fresh = False
         for op in program.setup:
             self._setup(op)
         for tp in program.tasks:
@@ -289,17 +348,26 @@ class RmapMachine(RuleBasedStateMachine):
         name = f"task{len(self.task_progs) - 1}"
         self._guard(self.engine.spawn, tp.cpu, name, [self._call(op) for op in tp.ops])
 
-    @rule(data=st.data())
-    def run(self, data: Any) -> None:
-        """Up to MAX_DECISIONS scheduling decisions (task, steps): the task-th runnable task
-        runs ``steps`` steps (0: until it blocks or finishes).  A decision is one choice, and
-        one preemption at most; 0 shrinks to "no preemption"."""
-        c = ConjectureChoices(data)
+    @staticmethod
+    def draw_decisions(choices: ConjectureChoices) -> tuple[tuple[int, int], ...]:
+        """Up to MAX_DECISIONS scheduling decisions ``(task, steps)``, each its own span: go on
+        (a choice, about 9 in 10), then the pair (one choice).  ``task`` picks among the tasks
+        runnable when the decision is taken; ``steps == 0`` means "until it blocks or
+        finishes", so shrinking toward 0 removes the preemption.  How many choices are drawn
+        depends on the choices alone, never on the run."""
+        out = []
         for _ in range(MAX_DECISIONS):
-            with c.group():
-                if not c.boolean(0.9):
-                    return
-                steps, task = c.packed((MAX_RUN + 1, MAX_TASKS))
+            with choices.group():
+                if not choices.boolean(0.9):
+                    break
+                steps, task = choices.packed(_DECISION_SIZES)
+            out.append((task, steps))
+        return tuple(out)
+
+    def schedule(self, decisions: tuple[tuple[int, int], ...]) -> None:
+        """Take the drawn decisions: the task-th runnable task runs ``steps`` steps.  Decisions
+        left when every task has finished are ignored."""
+        for task, steps in decisions:
             runnable = self._guard(self.engine.runnable)
             if not runnable:
                 return
@@ -308,19 +376,10 @@ class RmapMachine(RuleBasedStateMachine):
     def _finish(self) -> None:
         self.finished = True
         self._guard(self.engine.finish)
-
-    @invariant()
-    def quiescent_checks_when_idle(self) -> None:
-        """Once every spawned task has finished, the quiescent invariants hold."""
-        tasks = self.engine.tasks
-        if tasks and not self.finished and not self.failed and all(t.done for t in tasks):
-            self._finish()
+        type(self).stats.steps += len(self.engine.trace)
 
     def teardown(self) -> None:
-        try:
-            if not self.failed and not self.finished:
-                self._finish()
-        finally:
-            stats = type(self).stats
+        stats = type(self).stats
+        if self.failed:
             stats.steps += len(self.engine.trace)
-            stats.choices += len(current_build_context().data.choices)
+        stats.choices += len(current_build_context().data.choices)

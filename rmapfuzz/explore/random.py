@@ -74,6 +74,13 @@ class Exploration:
     example_index: int | None = None
 
 
+def with_focus(settings: GenSettings, variant: type[Mainline]) -> GenSettings:
+    """``settings`` with the variant's ``focus`` unless they name one (``()``: none)."""
+    if settings.focus is not None:
+        return settings
+    return attrs.evolve(settings, focus=tuple(getattr(variant, "focus", ())))
+
+
 def example_rng(seed: int, index: int) -> random.Random:
     return random.Random(seed * 1_000_003 + index)
 
@@ -87,7 +94,7 @@ def run_example(
 ) -> Outcome:
     """Example ``index`` of ``seed``: its program and schedule, run."""
     rng = example_rng(seed, index)
-    program = generate(RngChoices(rng), settings)
+    program = generate(RngChoices(rng), with_focus(settings, variant))
     return execute(variant, program, RandomScheduler(rng), knobs=knobs)
 
 

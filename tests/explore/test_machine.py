@@ -68,14 +68,16 @@ def _minimal_preempting_run(monkeypatch: pytest.MonkeyPatch, program: Program) -
 
     class Fixed(RmapMachine.for_variant(Mainline)):  # type: ignore[misc]
         runs: list[_Run] = []
+        remember_clean = False
 
-        def teardown(self) -> None:
+        def run_program(self, choices) -> None:
+            before = len(current_build_context().data.choices)
+            super().run_program(choices)
             done = all(t.done for t in self.engine.tasks)
             preemptions = self.engine.preemptions
-            super().teardown()
             type(self).runs.append(
                 _Run(
-                    choices=len(current_build_context().data.choices),
+                    choices=len(current_build_context().data.choices) - before,
                     decisions=list(self.engine.decisions),
                     preemptions=preemptions,
                     steps=len(self.engine.trace) - self.engine.setup_steps,

@@ -1,0 +1,98 @@
+"""The program generator: deterministic per seed, and a variant's focus weights, never forces."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from rmapfuzz.explore.generate import FOCUS_WEIGHT, GenSettings, generate, menu
+from rmapfuzz.explore.random import RngChoices, run_example, with_focus
+from rmapfuzz.kernel.syscalls import OPS
+from rmapfuzz.kernel.variants import BUILTIN, Mainline
+from rmapfuzz.program import Program
+
+
+def programs(settings: GenSettings, n: int = 400) -> list[Program]:
+    return [generate(RngChoices(random.Random(i)), settings) for i in range(n)]
+
+
+def task_ops(progs: list[Program]) -> Counter[str]:
+    return Counter(op.name for p in progs for t in p.tasks for op in t.ops)
+
+
+def test_same_seed_same_program():
+    s = GenSettings(focus=("mremap", "migrate"))
+    assert programs(s, 50) == programs(s, 50)
+
+
+def test_no_focus_and_empty_focus_draw_the_same_programs():
+    """None (the variant's, here mainline's empty focus) and () are the generator of old."""
+    assert programs(GenSettings(), 100) == programs(GenSettings(focus=()), 100)
+
+
+def test_menu_weights_only_what_it_has():
+    assert menu(("a", "b"), ("b", "z")) == ("a", "b") + ("b",) * FOCUS_WEIGHT
+    assert menu(("a", "b"), ()) == ("a", "b")
+
+
+@pytest.mark.parametrize("op", ["mremap", "exec_shift", "exit", "munmap"])
+def test_focus_weights_its_operation(op):
+    plain = task_ops(programs(GenSettings()))[op]
+    focused = task_ops(programs(GenSettings(focus=(op,))))[op]
+    assert focused > 2 * plain, (plain, focused)
+
+
+def test_focus_never_forces():
+    """With a focus, programs without the focused operation are still drawn, and every
+    operation of the unfocused menus still appears."""
+    progs = programs(GenSettings(focus=("mremap",)))
+    assert any(all(op.name != "mremap" for t in p.tasks for op in t.ops) for p in progs)
+    assert set(task_ops(programs(GenSettings()))) <= set(task_ops(progs))
+
+
+def test_focus_builds_the_setup_its_operations_need():
+    def share(settings: GenSettings, pred) -> float:
+        progs = programs(settings)
+        return sum(1 for p in progs if any(pred(op) for op in p.setup)) / len(progs)
+
+    def temp_stack(op):
+        return op.name == "mmap" and op.args[3] == 2
+
+    def moved(op):
+        return op.name == "mremap"
+
+    assert share(GenSettings(focus=("exec_shift",)), temp_stack) > 2 * share(
+        GenSettings(), temp_stack
+    )
+    assert share(GenSettings(focus=("mremap",)), moved) > 2 * share(GenSettings(), moved)
+
+
+def test_big_focus_asks_for_more_tasks():
+    def mean_tasks(settings: GenSettings) -> float:
+        progs = programs(settings)
+        return sum(len(p.tasks) for p in progs) / len(progs)
+
+    assert mean_tasks(GenSettings(focus=("reclaim", "exit", "fork"))) > mean_tasks(GenSettings())
+
+
+def test_with_focus_takes_the_variants_unless_told():
+    v = BUILTIN["mremap-no-rmap-locks"]
+    assert with_focus(GenSettings(), v).focus == v.focus
+    assert with_focus(GenSettings(focus=()), v).focus == ()
+    assert with_focus(GenSettings(), Mainline).focus == ()
+
+
+def test_builtin_foci_name_operations():
+    names = set(OPS) | {"fault_below"}
+    for cls in BUILTIN.values():
+        assert set(cls.focus) <= names, (cls.name, cls.focus)
+    assert Mainline.focus == ()
+
+
+def test_random_example_replays():
+    a = run_example(BUILTIN["temp-stack-migration"], 1, 7, GenSettings())
+    b = run_example(BUILTIN["temp-stack-migration"], 1, 7, GenSettings())
+    assert a.program == b.program and a.decisions == b.decisions
+    assert [repr(e) for e in a.result.trace] == [repr(e) for e in b.result.trace]
