@@ -18,7 +18,7 @@ class NaiveMachine(RmapMachine):
     step_count = 150
 
     @initialize(data=st.data())
-    def start(self, data: Any) -> None:
+    def begin(self, data: Any) -> None:
         self.build(ConjectureChoices(data))
 
     explore = None  # type: ignore[assignment]  # not a rule here
