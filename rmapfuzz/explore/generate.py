@@ -15,9 +15,9 @@ attribute): the operations its patch touches.  Focus only weights: each focused 
 appears :data:`FOCUS_WEIGHT` more times in the menus it belongs to (the first task's menu of
 walkers gets the focused non-walkers too), the setup builds what a focused operation needs more
 often (a stack for ``fault_below``, exec's temporary stack for ``exec_shift``, a range moved
-away for ``mremap``, forks for ``fork``/``exit``), and a focus of three or more operations asks
-for a third task more often.  Every program without focus can still be drawn with focus and
-vice versa; the number of choices is the same.
+away for ``mremap``, forks and pages of the children for ``fork``/``exit``), and a focus of
+three or more operations asks for a third task more often.  Every program without focus can
+still be drawn with focus and vice versa; the number of choices is the same.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def generate(c: Choices, s: GenSettings) -> Program:
                 sh.stack[child] = sh.stack[parent]
             sh.moved[child] = list(sh.moved.get(parent, []))
             pids.append(child)
-            if c.boolean(0.6):
+            if c.boolean(p_fork):  # a page of the child's own anon_vma
                 free = [a for a in sh.addrs(child) if a not in sh.faulted[child]]
                 if free:
                     fault(child, c.choice(free))

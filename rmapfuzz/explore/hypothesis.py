@@ -4,8 +4,8 @@
 Hypothesis runs in rounds of ``round_examples`` programs (``max_examples`` counts programs too;
 a Hypothesis example runs several, see :mod:`rmapfuzz.explore.machine`); round ``r`` of seed
 ``s`` is seeded ``s * 1_000_003 + r``, so the run is deterministic for a seed (without a
-database) and a time limit only decides how many rounds run.  With a database (long fuzz jobs), Hypothesis first
-replays what earlier runs saved there: that is how a job resumes.
+database) and a time limit only decides how many rounds run.  With a database (long fuzz jobs),
+Hypothesis first replays what earlier runs saved there: that is how a job resumes.
 """
 
 from __future__ import annotations
