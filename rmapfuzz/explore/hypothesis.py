@@ -43,6 +43,9 @@ def explore_hypothesis(
     """Run the machine until a finding (shrunk), ``max_examples`` or ``time_limit`` seconds."""
     machine = machine or RmapMachine.for_variant(variant, knobs=knobs, cpus=cpus, label=label)
     stats = machine.stats
+    if should_stop is not None:
+        # checked before every program: Hypothesis may be shrinking when a job is stopped
+        machine.should_stop = staticmethod(should_stop)
     ex = Exploration()
     t0 = time.perf_counter()
     r = 0

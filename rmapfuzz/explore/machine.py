@@ -186,6 +186,8 @@ class RmapMachine(RuleBasedStateMachine):
     step_count: ClassVar[int] = 4
     #: skip programs already run clean (off for a subclass that watches every run)
     remember_clean: ClassVar[bool] = True
+    #: set by a fuzz job: checked before each program (a staticmethod, or None)
+    should_stop: ClassVar[Any] = None
 
     @classmethod
     def for_variant(
@@ -311,6 +313,9 @@ class RmapMachine(RuleBasedStateMachine):
         choices (a fresh kernel, a deterministic engine), so a program whose choices already
         ran clean in this machine is not run again: when the shrinker replays an example, the
         programs before the failing one cost their draws only."""
+        stop = type(self).should_stop
+        if stop is not None and stop():
+            raise KeyboardInterrupt  # a job is stopping: whatever Hypothesis is doing ends
         program = generate(choices, GenSettings(cpus=self.cpus, focus=self.variant.focus))
         decisions = self.draw_decisions(choices)
         stats = type(self).stats
