@@ -1,9 +1,10 @@
 """Fuzz jobs: one explorer in this process, or N worker processes sharing a corpus and a
 Hypothesis database, with a live progress line, clean Ctrl-C, and --keep-going.
 
-Worker ``w`` uses seed ``seed + w``; explorers check the stop signal between examples (random)
-or between Hypothesis rounds of 100 examples.  Every finding is written to
-the corpus the moment it is made (atomically), so an interrupted job loses nothing.
+Worker ``w`` uses seed ``seed + w``; explorers check the stop signal between programs (the
+Hypothesis machine before each of its programs, even while Hypothesis shrinks).  Every finding
+is written to the corpus the moment it is made (atomically), so an interrupted job loses
+nothing.
 """
 
 from __future__ import annotations
