@@ -36,14 +36,19 @@ and replay byte for byte with :func:`rmapfuzz.runner.execute`.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
 from rmapfuzz.engine import Engine
 from rmapfuzz.engine import events as ev
 from rmapfuzz.explore.generate import GenSettings, generate
-from rmapfuzz.explore.random import Exploration, RngChoices, example_rng, with_focus
+from rmapfuzz.explore.random import (
+    Exploration,
+    RngChoices,
+    example_rng,
+    explore_random,
+    with_focus,
+)
 from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.oracles import advisories, default_oracles
 from rmapfuzz.program import Program
@@ -196,28 +201,8 @@ def explore_pct(
     should_stop: Callable[[], bool] | None = None,
 ) -> Exploration:
     """Run examples 0, 1, ... until a finding, ``max_examples``, ``time_limit`` seconds or
-    ``should_stop()`` (as :func:`rmapfuzz.explore.random.explore_random`)."""
-    ex = Exploration()
-    t0 = time.perf_counter()
-    i = 0
-    while max_examples is None or i < max_examples:
-        if time_limit is not None and time.perf_counter() - t0 >= time_limit:
-            break
-        if should_stop is not None and i % 50 == 0 and should_stop():
-            break
-        try:
-            outcome = run_example_pct(variant, seed, i, settings, knobs)
-        except KeyboardInterrupt:  # a job's Ctrl-C: stop here
-            break
-        ex.examples += 1
-        ex.steps += outcome.result.steps + outcome.result.setup_steps
-        i += 1
-        if outcome.finding is not None:
-            ex.outcome = outcome
-            ex.example_index = i - 1
-            break
-        if progress is not None and i % 200 == 0:
-            ex.elapsed_s = time.perf_counter() - t0
-            progress(ex)
-    ex.elapsed_s = time.perf_counter() - t0
-    return ex
+    ``should_stop()`` (the loop of :func:`rmapfuzz.explore.random.explore_random`)."""
+    return explore_random(
+        variant, seed=seed, settings=settings, knobs=knobs, max_examples=max_examples,
+        time_limit=time_limit, progress=progress, should_stop=should_stop, run=run_example_pct,
+    )  # fmt: skip

@@ -108,9 +108,12 @@ def explore_random(
     time_limit: float | None = None,
     progress: Callable[[Exploration], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    run: Callable[..., Outcome] | None = None,
 ) -> Exploration:
     """Run examples 0, 1, ... until a finding, ``max_examples``, ``time_limit`` seconds or
-    ``should_stop()``."""
+    ``should_stop()``.  ``run(variant, seed, index, settings, knobs)`` makes example ``index``
+    (default :func:`run_example`; the pct explorer passes its own)."""
+    run = run or run_example
     ex = Exploration()
     t0 = time.perf_counter()
     i = 0
@@ -120,7 +123,7 @@ def explore_random(
         if should_stop is not None and i % 50 == 0 and should_stop():
             break
         try:
-            outcome = run_example(variant, seed, i, settings, knobs)
+            outcome = run(variant, seed, i, settings, knobs)
         except KeyboardInterrupt:  # a job's Ctrl-C: stop here
             break
         ex.examples += 1
