@@ -16,6 +16,7 @@ class NaiveMachine(RmapMachine):
     """One program per example: drawn by the initialize rule, then one rule per step."""
 
     step_count = 150
+    programs_per_example = 1
 
     @initialize(data=st.data())
     def begin(self, data: Any) -> None:

@@ -63,7 +63,7 @@ def explore_hypothesis(
             run_state_machine_as_test(
                 machine,
                 settings=machine_settings(
-                    examples_for(n, machine.step_count),
+                    examples_for(n, machine.programs_per_example),
                     database,
                     reuse=reuse,
                     step_count=machine.step_count,

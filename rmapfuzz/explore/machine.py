@@ -1,17 +1,18 @@
 """The Hypothesis stateful machine: generation that shrinks operations and interleavings together.
 
-The one rule, ``explore``, runs one program on a freshly booted kernel: ``build`` creates the
-processes, vmas and pages (the setup: mmap, fault, fork, mprotect, each run to completion at
-once) and spawns the tasks; ``schedule`` takes scheduling decisions ``(task, steps)``; then every
-task runs to completion with the default policy and the quiescent checks.  Choices therefore
-grow with operations and preemptions, never with atomic steps (DESIGN.md section 3): a decision
-is a run length, ``steps=0`` meaning "until it blocks or finishes", so shrinking deletes
-decisions and moves steps toward 0 — removing preemptions — after it has removed operations.
+The one rule, ``explore``, runs ``programs_per_example`` programs, each on a freshly booted
+kernel: ``start`` creates the processes, vmas and pages (the setup: mmap, fault, fork,
+mprotect, each run to completion at once) and spawns the tasks; ``schedule`` runs them to the
+end under a drawn plan; then the quiescent checks.  A plan is a random walk (one choice: its
+seed) or a PCT plan (a few choices per change point), so choices grow with operations and
+change points, never with atomic steps (DESIGN.md section 3).  Shrinking moves a walk to PCT
+and deletes change points (preemptions) after it has deleted operations;
+:mod:`rmapfuzz.explore.minimize` then shrinks the recorded decisions themselves.
 
-A Hypothesis example runs ``step_count`` programs one after another.  Hypothesis spends a few
-milliseconds per example whatever it holds (about twice what one program costs to run); one
-program per example would spend most of the time there.  The shrinker deletes the programs a
-finding does not need as it deletes any rule.
+Hypothesis spends a few milliseconds per example whatever it holds (about what one program
+costs to run), so an example runs several programs.  They are spans of one rule call, not
+several rule calls, and every span has a label of its own: Hypothesis's mutator copies a span
+over another of the same label, which here only repeats a program already run.
 
 Programs are drawn with :func:`rmapfuzz.strategies.programs` (the random explorer's generator,
 Hypothesis choosing); what ran is recorded as a plain :class:`~rmapfuzz.program.Program` and
@@ -44,16 +45,14 @@ from hypothesis.stateful import (
 
 from rmapfuzz.engine import Engine, Finding, FindingError, OpCall
 from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
+from rmapfuzz.explore.pct import PctPlan, PctScheduler, draw_plan
+from rmapfuzz.explore.walk import WalkPlan, WalkScheduler
 from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.oracles import default_oracles
 from rmapfuzz.program import Op, Program, TaskProgram
 from rmapfuzz.runner import Outcome
 
-MAX_DECISIONS = 12
-SPAN_LABEL = 0x726D6170  # "rmap": marks one operation or one decision for the shrinker
-MAX_RUN = 40
-MAX_TASKS = 3
-_DECISION_SIZES = (MAX_RUN + 1, MAX_TASKS)
+SPAN_LABEL = 0x726D6170  # "rmap": marks one operation or one change point for the shrinker
 #: programs remembered as clean per machine (see run_program)
 _CLEAN_CACHE = 100_000
 
@@ -69,6 +68,7 @@ class ConjectureChoices:
         if cd is not None and hasattr(cd, "draw_integer") and hasattr(cd, "start_span"):
             self._int = cd.draw_integer
             self._cd = cd
+            self._spans = 0
         else:  # pragma: no cover - another Hypothesis
             self._int = lambda lo, hi: data.draw(st.integers(lo, hi))
             self._cd = None
@@ -79,7 +79,10 @@ class ConjectureChoices:
         if cd is None:  # pragma: no cover
             yield
             return
-        cd.start_span(SPAN_LABEL)
+        # every span its own label: Hypothesis's mutator copies a span over another of the
+        # same label, which here would only repeat a program or an operation already run
+        self._spans += 1
+        cd.start_span(SPAN_LABEL + self._spans)
         try:
             yield
         finally:
@@ -99,13 +102,44 @@ class ConjectureChoices:
         return unpack(self._int(0, packed_range(sizes) - 1), sizes)
 
 
+def _no_local_constants() -> Any:
+    return _NO_CONSTANTS
+
+
+_NO_CONSTANTS: Any = None
+
+
+def pin_hypothesis_constants() -> None:
+    """Turn off Hypothesis's pool of *local* constants, for the whole process.
+
+    Hypothesis draws about one integer in twenty from constants, among them the literals of
+    the local (non-library) modules imported so far (``hypothesis.internal.conjecture.
+    providers``).  Which modules those are depends on how a run was started — the CLI, a
+    pytest session, a fuzz worker — so the same seed gave different runs (measured: seed 2 of
+    lockless-walk ran 999 examples alone, 356 after the CLI had imported its modules).  Without
+    them a draw depends on the seed and the Hypothesis version only.  Idempotent; it is
+    process-wide, so other Hypothesis tests of the process lose the local constants too (a
+    heuristic of Hypothesis's, not a contract)."""
+    global _NO_CONSTANTS
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+    except ImportError:  # pragma: no cover - another Hypothesis
+        return
+    if providers._get_local_constants is _no_local_constants:
+        return
+    _NO_CONSTANTS = Constants()
+    providers._get_local_constants = _no_local_constants
+    providers.CONSTANTS_CACHE.cache.clear()  # may hold the pool as it was
+
+
 #: programs (each its own interleaving) per test run of the machine under pytest, by profile
 PROFILES = {"ci": 300, "fuzz": 100_000}
 
 
-def examples_for(programs: int, step_count: int) -> int:
-    """Hypothesis examples that run about ``programs`` programs, ``step_count`` per example."""
-    return max(1, -(-programs // step_count))
+def examples_for(programs: int, per_example: int) -> int:
+    """Hypothesis examples that run about ``programs`` programs, ``per_example`` each."""
+    return max(1, -(-programs // per_example))
 
 
 @attrs.define
@@ -125,7 +159,7 @@ def machine_settings(
     database: str | Path | None = None,
     *,
     reuse: bool = True,
-    step_count: int = 3,
+    step_count: int = 1,
 ) -> settings:
     """Hypothesis settings for the machine; ``reuse`` replays what the database holds first (a
     resumed job), off for later rounds of a --keep-going job."""
@@ -171,8 +205,8 @@ class MachineStats:
     choices: int = 0
     first_failure_at: float | None = None
     last: Outcome | None = None
-    #: (program, decisions) pairs that ran clean
-    clean: set[tuple[Program, tuple[tuple[int, int], ...]]] = attrs.field(factory=set)
+    #: (program, schedule plan) pairs that ran clean
+    clean: set[tuple[Program, PctPlan | WalkPlan]] = attrs.field(factory=set)
 
 
 class RmapMachine(RuleBasedStateMachine):
@@ -182,8 +216,10 @@ class RmapMachine(RuleBasedStateMachine):
     cpus: ClassVar[int] = 2
     corpus_dir: ClassVar[Path | None] = None
     stats: ClassVar[MachineStats] = MachineStats()
-    #: rules per Hypothesis example (its stateful_step_count): programs run one after another
-    step_count: ClassVar[int] = 4
+    #: rules per Hypothesis example (its stateful_step_count)
+    step_count: ClassVar[int] = 1
+    #: programs a Hypothesis example runs, one after another
+    programs_per_example: ClassVar[int] = 4
     #: skip programs already run clean (off for a subclass that watches every run)
     remember_clean: ClassVar[bool] = True
     #: set by a fuzz job: checked before each program (a staticmethod, or None)
@@ -219,7 +255,7 @@ class RmapMachine(RuleBasedStateMachine):
             },
         )
         machine.TestCase.settings = machine_settings(
-            examples_for(PROFILES[profile or defaults.profile], machine.step_count),
+            examples_for(PROFILES[profile or defaults.profile], machine.programs_per_example),
             step_count=machine.step_count,
         )
         return machine
@@ -230,6 +266,7 @@ class RmapMachine(RuleBasedStateMachine):
         run_state_machine_as_test(cls, settings=cls.TestCase.settings)
 
     def __init__(self) -> None:
+        pin_hypothesis_constants()  # before the example's first draw
         super().__init__()
         self._new_world()
 
@@ -299,12 +336,15 @@ class RmapMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def explore(self, data: Any) -> None:
-        """One program from start to end on a fresh kernel: draw it, run its setup, spawn its
-        tasks, take up to MAX_DECISIONS scheduling decisions, run every task to completion and
-        check the quiescent invariants.  An example runs ``step_count`` programs in a row, so
-        Hypothesis's fixed cost per example is shared by them; the shrinker deletes the
-        programs a finding does not need like any other rule."""
-        self.run_program(ConjectureChoices(data))
+        """``programs_per_example`` programs, each from start to end on a fresh kernel: draw
+        it and its schedule, run its setup, spawn its tasks, run them to completion under the
+        schedule and check the quiescent invariants.  They share Hypothesis's fixed cost per
+        example; each is a span of its own, which the shrinker empties (the simplest program
+        runs clean) when the finding does not need it."""
+        choices = ConjectureChoices(data)
+        for _ in range(self.programs_per_example):
+            with choices.group():
+                self.run_program(choices)
 
     def run_program(self, choices: ConjectureChoices) -> None:
         """The body of ``explore`` (override this, not the rule, to watch each program).
@@ -317,21 +357,21 @@ class RmapMachine(RuleBasedStateMachine):
         if stop is not None and stop():
             raise KeyboardInterrupt  # a job is stopping: whatever Hypothesis is doing ends
         program = generate(choices, GenSettings(cpus=self.cpus, focus=self.variant.focus))
-        decisions = self.draw_decisions(choices)
+        plan = self.draw_schedule(choices, program)
         stats = type(self).stats
         stats.examples += 1
-        if self.remember_clean and (program, decisions) in stats.clean:
+        if self.remember_clean and (program, plan) in stats.clean:
             stats.repeated += 1
             return
         if not self.fresh:
             self._new_world()
         self.start(program)
-        self.schedule(decisions)
+        self.schedule(plan)
         self._finish()
         if self.remember_clean:
             if len(stats.clean) >= _CLEAN_CACHE:
                 stats.clean.clear()
-            stats.clean.add((program, decisions))
+            stats.clean.add((program, plan))
 
     def build(self, choices: ConjectureChoices) -> None:
         """Draw a program and start it (a machine that takes its decisions one by one)."""
@@ -354,29 +394,22 @@ class RmapMachine(RuleBasedStateMachine):
         self._guard(self.engine.spawn, tp.cpu, name, [self._call(op) for op in tp.ops])
 
     @staticmethod
-    def draw_decisions(choices: ConjectureChoices) -> tuple[tuple[int, int], ...]:
-        """Up to MAX_DECISIONS scheduling decisions ``(task, steps)``, each its own span: go on
-        (a choice, about 9 in 10), then the pair (one choice).  ``task`` picks among the tasks
-        runnable when the decision is taken; ``steps == 0`` means "until it blocks or
-        finishes", so shrinking toward 0 removes the preemption.  How many choices are drawn
-        depends on the choices alone, never on the run."""
-        out = []
-        for _ in range(MAX_DECISIONS):
-            with choices.group():
-                if not choices.boolean(0.9):
-                    break
-                steps, task = choices.packed(_DECISION_SIZES)
-            out.append((task, steps))
-        return tuple(out)
+    def draw_schedule(choices: ConjectureChoices, program: Program) -> PctPlan | WalkPlan:
+        """A random walk (one choice for its seed) or a PCT plan, half each; PCT first when
+        shrinking."""
+        with choices.group():
+            if choices.integer(0, 3):
+                return WalkPlan(choices.integer(0, 2**32 - 1))
+        return draw_plan(choices, program)
 
-    def schedule(self, decisions: tuple[tuple[int, int], ...]) -> None:
-        """Take the drawn decisions: the task-th runnable task runs ``steps`` steps.  Decisions
-        left when every task has finished are ignored."""
-        for task, steps in decisions:
-            runnable = self._guard(self.engine.runnable)
-            if not runnable:
-                return
-            self._guard(self.engine.decide, runnable[task % len(runnable)], steps)
+    def schedule(self, plan: PctPlan | WalkPlan) -> None:
+        """Run the tasks to the end under ``plan`` (the engine records the decisions taken,
+        which replay without the plan)."""
+        sched: Any = (
+            WalkScheduler(plan) if isinstance(plan, WalkPlan) else PctScheduler(plan, self.engine)
+        )
+        while runnable := self._guard(self.engine.runnable):
+            self._guard(self.engine.decide, *sched.pick(runnable, self.engine.last))
 
     def _finish(self) -> None:
         self.finished = True

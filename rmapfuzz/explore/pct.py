@@ -35,13 +35,16 @@ and replay byte for byte with :func:`rmapfuzz.runner.execute`.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from rmapfuzz.engine import Engine
 from rmapfuzz.engine import events as ev
-from rmapfuzz.explore.generate import GenSettings, generate
+from rmapfuzz.explore.generate import Choices, GenSettings, generate
 from rmapfuzz.explore.random import (
     Exploration,
     RngChoices,
@@ -81,36 +84,91 @@ CLASSES = ("step", "release", "write", "rcu")
 _WRITES = (ev.Store, ev.Rmw)
 
 
-class PctScheduler:
-    """PCT priorities and change points for one run of ``program`` on ``engine`` (see the
-    module docstring)."""
+def _permutation(choices: Choices, n: int) -> list[int]:
+    """A permutation of ``range(n)`` from one choice (its Lehmer code); 0 is the identity, so
+    a shrinker moves toward it."""
+    if n < 2:
+        return list(range(n))
+    code = choices.integer(0, math.factorial(n) - 1)
+    rest, out = list(range(n)), []
+    for k in range(n - 1, -1, -1):
+        i, code = divmod(code, math.factorial(k))
+        out.append(rest.pop(i))
+    return out
 
-    def __init__(
-        self,
-        rng: random.Random,
-        program: Program,
-        engine: Engine,
-        depth: int | None = None,
-    ) -> None:
-        n = len(program.tasks)
+
+def event_estimates(program: Program) -> list[list[int]]:
+    """Per task, its estimated count of each class of event (:data:`CLASSES`)."""
+    est = []
+    for tp in program.tasks:
+        e = [0, 0, 0, 0]
+        for op in tp.ops:
+            for k, m in enumerate(OP_EVENTS.get(op.name, DEFAULT_OP_EVENTS)):
+                e[k] += m
+        est.append(e)
+    return est
+
+
+@attrs.frozen
+class PctPlan:
+    """A whole PCT schedule, drawn before the run: ``prio[t]`` is task ``t``'s initial
+    priority (the highest runs), ``changes`` the change points ``(task, class, j, low)``: after
+    the task's ``j``-th event of ``CLASSES[class]`` its priority drops to ``low``, below every
+    initial priority."""
+
+    prio: tuple[int, ...]
+    changes: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.changes) + 1
+
+
+#: the chance of one more change point when the count is not given (the state machine)
+MORE = 0.8
+
+
+def draw_plan(choices: Choices, program: Program, depth: int | None = None) -> PctPlan:
+    """Priorities and change points for ``program`` drawn from ``choices``.
+
+    ``depth`` gives ``depth - 1`` change points; without it each change point is drawn after a
+    "one more?" flag, in a group of its own (up to ``MAX_DEPTH - 1``), so that a shrinker
+    deletes one to remove a preemption.  Per change point: the task, the class (among those the
+    task has events of), ``j`` uniform up to the task's estimate.  Then the order of the low
+    priorities (one choice; identity first), then the order of the initial priorities (one
+    choice; identity, task 0 highest, first).  Everything is drawn from ``choices`` and
+    ``program`` alone, never from a run."""
+    n = len(program.tasks)
+    est = event_estimates(program)
+    points: list[tuple[int, int, int]] = []
+    for _ in range(MAX_DEPTH - 1 if depth is None else depth - 1):
+        with choices.group():
+            if depth is None and not choices.boolean(MORE):
+                break
+            t = choices.integer(0, n - 1)
+            k = choices.choice([k for k in range(len(CLASSES)) if est[t][k]])
+            points.append((t, k, choices.integer(1, est[t][k])))
+    lows = _permutation(choices, len(points))
+    order = _permutation(choices, n)
+    top = len(points) + n
+    prio = [0] * n
+    for rank, t in enumerate(order):
+        prio[t] = top - rank
+    return PctPlan(tuple(prio), tuple((t, k, j, lows[i] + 1) for i, (t, k, j) in enumerate(points)))
+
+
+class PctScheduler:
+    """The scheduler that follows a :class:`PctPlan` on ``engine`` (see the module
+    docstring)."""
+
+    def __init__(self, plan: PctPlan, engine: Engine) -> None:
+        n = len(plan.prio)
         self.engine = engine
-        self.depth = depth if depth is not None else rng.randint(2, MAX_DEPTH)
-        prio = list(range(n))
-        rng.shuffle(prio)
-        # initial priorities above every change point's
-        self.prio = [self.depth + p for p in prio]
-        lows = list(range(1, self.depth))
-        rng.shuffle(lows)
+        self.prio = list(plan.prio)
         #: per task: pending change points [class index, j, new priority]
         self.changes: list[list[list[int]]] = [[] for _ in range(n)]
-        for low in lows:
-            t = rng.randrange(n)
-            est = [0, 0, 0, 0]
-            for op in program.tasks[t].ops:
-                for k, m in enumerate(OP_EVENTS.get(op.name, DEFAULT_OP_EVENTS)):
-                    est[k] += m
-            k = rng.choice([k for k in range(len(CLASSES)) if est[k]])
-            self.changes[t].append([k, rng.randint(1, est[k]), low])
+        for t, k, j, low in plan.changes:
+            self.changes[t].append([k, j, low])
         #: per task: how many steps, releases, writes, RCU steps it has taken
         self.seen = [[0, 0, 0, 0] for _ in range(n)]
         self._mark: int | None = None
@@ -163,7 +221,9 @@ def execute_pct(
     kernel.boot()
     oracles = default_oracles(kernel)
     engine = Engine(ncpus=program.cpus, observers=oracles, max_steps=max_steps)
-    scheduler = PctScheduler(rng, program, engine, depth)
+    if depth is None:
+        depth = rng.randint(2, MAX_DEPTH)
+    scheduler = PctScheduler(draw_plan(RngChoices(rng), program, depth), engine)
     tasks = [
         (t.cpu, f"task{i}", [_call(kernel, op) for op in t.ops])
         for i, t in enumerate(program.tasks)

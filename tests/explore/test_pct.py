@@ -7,7 +7,14 @@ import random
 from rmapfuzz.engine import Engine
 from rmapfuzz.engine import events as ev
 from rmapfuzz.explore.generate import GenSettings
-from rmapfuzz.explore.pct import PctScheduler, execute_pct, explore_pct, run_example_pct
+from rmapfuzz.explore.pct import (
+    PctScheduler,
+    draw_plan,
+    execute_pct,
+    explore_pct,
+    run_example_pct,
+)
+from rmapfuzz.explore.random import RngChoices
 from rmapfuzz.kernel.variants import Mainline, PlaNoRecheck
 from rmapfuzz.program import Op, Program, TaskProgram
 from rmapfuzz.runner import execute
@@ -21,6 +28,26 @@ TWO = Program(
         TaskProgram(1, (Op("fault", (1, 0x12000)),)),
     ),
 )
+
+
+def _scheduler(seed: int) -> PctScheduler:
+    """The scheduler execute_pct(..., random.Random(seed), depth=2) follows on TWO: the plan
+    is the first thing drawn from the run's rng."""
+    return PctScheduler(draw_plan(RngChoices(random.Random(seed)), TWO, 2), Engine(ncpus=2))
+
+
+def test_draw_plan_without_depth_shrinks_to_no_change_point():
+    """The state machine's plans: all-zero choices give no change point and task 0 first."""
+
+    class Zeros(RngChoices):
+        def integer(self, lo: int, hi: int) -> int:
+            return lo
+
+        def boolean(self, p: float) -> bool:
+            return False
+
+    plan = draw_plan(Zeros(random.Random(0)), TWO)
+    assert plan.changes == () and plan.prio[0] > plan.prio[1]
 
 
 def test_depth_one_runs_by_priority_without_preemption():
@@ -38,8 +65,7 @@ def test_step_change_point_preempts_at_the_task_own_step():
     for seed in range(200):
         rng = random.Random(seed)
         out = execute_pct(Mainline, TWO, rng, depth=2)
-        # the scheduler is the first thing drawn from the run's rng
-        sched = PctScheduler(random.Random(seed), TWO, Engine(ncpus=2), depth=2)
+        sched = _scheduler(seed)
         ((t, (cls, j, low)),) = [(t, c[0]) for t, c in enumerate(sched.changes) if c]
         first = max(range(2), key=lambda x: sched.prio[x])
         if cls != 0 or t != first or out.result.preemptions == 0:
@@ -55,7 +81,7 @@ def test_event_class_change_point_fires_after_its_event():
     """A release change point preempts its task right after its j-th lock release."""
     for seed in range(300):
         out = execute_pct(Mainline, TWO, random.Random(seed), depth=2)
-        sched = PctScheduler(random.Random(seed), TWO, Engine(ncpus=2), depth=2)
+        sched = _scheduler(seed)
         ((t, (cls, j, _)),) = [(t, c[0]) for t, c in enumerate(sched.changes) if c]
         first = max(range(2), key=lambda x: sched.prio[x])
         if cls != 1 or t != first or out.result.preemptions == 0:
