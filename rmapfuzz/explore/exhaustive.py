@@ -1,22 +1,24 @@
 """Exhaustive exploration: every schedule of one fixed program up to K preemptions.
 
-Stateless model checking, as CHESS and loom do it: model state is plain Python objects that
-cannot be cloned, so every explored schedule is a fresh run from scratch, driven one atomic step
-at a time (``Engine.decide(task, 1)``), and the search is a depth-first walk over the tree of
-scheduling choices.  Two things keep the tree small:
+Stateless model checking, as CHESS and loom do it: model state is plain Python objects whose
+running operations (generators) cannot be cloned, so every explored schedule is a fresh run
+(for the kernel: from a copy of the machine the setup left), driven one atomic step at a time
+(``Engine.decide(task, 1)``), and the search is a depth-first walk over the tree of scheduling
+choices.  Two things keep the tree small:
 
 * **Preemption bounding** (Musuvathi & Qadeer 2007).  A preemption is a switch away from a task
   that could still run (the engine's own count).  The search is iterated over K = 0, 1, ...
   so the first bound that has a finding gives the fewest preemptions; at that bound the whole
   space is explored and the finding kept is the smallest by (preemptions, steps).
-* **Dynamic partial-order reduction with sleep sets** (Flanagan & Godefroid, POPL 2005), made
-  sound under the bound the way *Bounded Partial-Order Reduction* (Coons, Musuvathi & McKinley,
-  OOPSLA 2013) does it: whenever a backtrack point is added at state i, a *conservative*
-  backtrack point for the same task is also added at the start of the block of steps that ends
-  just before i (the last context switch), where running that task costs no more preemptions
-  than the recorded execution did; conservative points are explored even when their task
-  sleeps, and they put no sibling to sleep.  A sleeping task is further only inherited by a
-  sibling whose own choice costs at least as many preemptions as the sleeper did.
+* **Dynamic partial-order reduction** (Flanagan & Godefroid, POPL 2005), made sound under the
+  bound the way *Bounded Partial-Order Reduction* (Coons, Musuvathi & McKinley, OOPSLA 2013)
+  does it: whenever a backtrack point is added at state i, a *conservative* backtrack point for
+  the same task is also added at the start of the block of steps that ends just before i (the
+  last context switch), where running that task costs no more preemptions than the recorded
+  execution did.  Sleep sets are used only without a bound (there, conservative points are
+  explored even when their task sleeps, and a sleeping task is only inherited by a sibling
+  whose own choice costs at least as many preemptions as the sleeper did): under a bound, the
+  run a sleeping task stands for may need more preemptions than allowed.
 
 Dependence is computed from what each step did (its *footprint*), within one execution (objects
 are compared by identity, so nothing must be stable across re-executions):
@@ -27,9 +29,21 @@ are compared by identity, so nothing must be stable across re-executions):
 * any lock event (``Acquire``, ``TryAcquire``, ``Release``, ``WaitUnlocked``) and a ``Load`` of a
   lock's state: one location per lock, and every lock event writes it;
 * a step after which the task emitted a ``Mark``: oracles look at the model at marks, so such a
-  step reads *everything* (it conflicts with every write) and marks conflict with each other;
+  step also reads what the subject's ``mark_keys`` says the oracles read there, or
+  *everything* (it conflicts with every write) when it says nothing; mark steps also write one
+  common location, so marks of different tasks keep their order;
+* a step that raised a finding: the run ends there, so it disables every other task and is
+  dependent with each one's next step (a backtrack point for each of them at that step);
 * tasks pinned to the same CPU: all their steps conflict (the CPU is shared state);
 * whatever a caller adds with ``extra`` (the kernel entry point adds what its oracles read).
+
+Why this is enough (the argument the tests check against plain enumeration): two steps whose
+footprints do not conflict commute -- either order leaves the same model and oracle state,
+and neither enables or disables the other -- so the dependence relation is a valid
+independence relation for DPOR; with it, FG-DPOR explores a persistent set at every state and,
+with BPOR's conservative points, every state (so every finding and every final state)
+reachable within K preemptions.  The footprints a mark adds are known only after the step ran,
+so the step's races are looked for again then, as when it was pending.
 
 The module knows engines, events and tasks only; :func:`check_program` is the one entry point
 that knows the kernel model, and :func:`explore` takes any engine-level task list.
@@ -37,6 +51,7 @@ that knows the kernel model, and :func:`explore` takes any engine-level task lis
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -236,13 +251,21 @@ class _Node:
 
 
 class _Marks:
-    """The explorer's own observer: counts marks, so a step knows it was followed by one."""
+    """The explorer's own observer: logs marks, so a step knows which followed it."""
 
     def __init__(self) -> None:
-        self.n = 0
+        self.log: list[tuple[int, Any]] = []
+
+    @property
+    def n(self) -> int:
+        return len(self.log)
 
     def on_mark(self, eng: Any, task: Any, mark: Any) -> None:
-        self.n += 1
+        self.log.append((task.tid, mark))
+
+
+def _no_mark_keys(tid: int, mark: Any) -> None:
+    return None
 
 
 class _Search:
@@ -324,6 +347,7 @@ class _Search:
         shared_cpu = {c for c in cpus if cpus.count(c) > 1}
         cpu_key = [("C", c) if c in shared_cpu else None for c in cpus]
         extra = self.extra
+        mark_keys = getattr(self.subject, "mark_keys", _no_mark_keys)
         reduction = self.reduction
         path = self.path
         bound = self.bound
@@ -434,8 +458,18 @@ class _Search:
             vcs.append(vc)
             block_start.append(block_start[-1] if k and tids[k - 1] == p else k)
 
+        fp_cache: list[tuple[Any, Footprint] | None] = [None] * n
+
         def pending_fp(t: int, gread: bool = False) -> Footprint:
-            return footprint(tasks[t].pending, cpu_key[t], extra, gread)
+            event = tasks[t].pending
+            if gread:
+                return footprint(event, cpu_key[t], extra, True)
+            c = fp_cache[t]
+            if c is not None and c[0] is event:  # a task's next step stays put until it runs
+                return c[1]
+            fp = footprint(event, cpu_key[t], extra)
+            fp_cache[t] = (event, fp)
+            return fp
 
         k = 0
         child_sleep: dict[int, bool] = {}
@@ -491,15 +525,26 @@ class _Search:
                     eng.decide(tid, 1)
                 finally:
                     if reduction:
-                        gread = marks.n > before
-                        if gread:
-                            fp = Footprint(dict(fp.keys), True)  # type: ignore[union-attr]
+                        gread = False
+                        if marks.n > before:
+                            mkeys = dict(fp.keys)  # type: ignore[union-attr]
+                            for mt, mark in marks.log[before:]:
+                                got = mark_keys(mt, mark)
+                                if got is None:
+                                    gread = True
+                                else:
+                                    for key, w in got:
+                                        mkeys[key] = mkeys.get(key, False) or w
+                            mkeys[_MARKS] = True
+                            fp = Footprint(mkeys, gread)
                             if analyse:
                                 race(tid, fp, event)
                         if k >= branch and sleep_sets:
                             cost = node.cost(tid)
                             if not node.cons:
-                                node.taken[tid] = (gread, cost)
+                                # a sleeper is re-evaluated in later runs, where this run's
+                                # objects are gone: one followed by marks reads everything
+                                node.taken[tid] = (marks.n > before, cost)
                             cand = dict(node.sleep)
                             for u, (g, c) in node.taken.items():
                                 if c <= cost:
@@ -522,6 +567,13 @@ class _Search:
                 for p in range(n):
                     if p != tid and not tasks[p].done and tasks[p].pending is not None:
                         race(p, pending_fp(p), tasks[p].pending)
+                        if tid >= 0 and len(tids) == k + 1 and tids[k] == tid:
+                            # A finding ends the run: its step disables every other task, so
+                            # it is dependent with each one's next step, whatever they touch.
+                            # Without this, what another task would do after its pending
+                            # step is never looked at (the other task may finish first and
+                            # find something else).
+                            self._backtrack(k, p, task_vc[p], block_start)
         if stopped:
             return
         self.stats.schedules += 1
@@ -688,6 +740,25 @@ def explore(
 # ------------------------------------------------------------------ the kernel
 
 
+_GEOMETRY = ("vm_start", "vm_end", "vm_pgoff")
+_STRUCT = (*_GEOMETRY, "vm_flags")  # what Vma.geometry reads
+
+
+class _Relay:
+    """The first observer of a kernel run: passes marks on to the explorer's observer of the
+    current run (a machine copied from the snapshot gets the new run's observer)."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"target": None}
+
+    def on_mark(self, eng: Any, task: Any, mark: Any) -> None:
+        if self.target is not None:
+            self.target.on_mark(eng, task, mark)
+
+
 @attrs.define
 class KernelSubject:
     """A :class:`~rmapfuzz.program.Program` on a fresh machine of ``variant`` with ``knobs``,
@@ -697,38 +768,166 @@ class KernelSubject:
     program: Any
     knobs: dict[str, Any] = attrs.field(factory=dict)
     max_steps: int = 200_000
+    _walks: dict[int, Any] = attrs.field(factory=dict, init=False, repr=False)
+    _kernel: Any = attrs.field(default=None, init=False, repr=False)
+    #: the machine right after the setup (pickled without its trace), and that trace
+    _snapshot: tuple[bytes, list[Any]] | None = attrs.field(default=None, init=False, repr=False)
+    _pickles: bool = attrs.field(default=True, init=False, repr=False)
 
     def start(self, observer: Any) -> Engine:
+        """The setup runs once; later runs start from a copy of the machine it left (the
+        setup runs alone, so it is the same every time).  The copy shares the setup's trace
+        entries, which name the setup's objects: a run's trace is only counted, never shown
+        (``rmapfuzz check`` replays the counterexample with ``execute()`` to show it)."""
+        from rmapfuzz.runner import _call
+
+        self._walks = {}
+        if self._snapshot is not None:
+            data, trace = self._snapshot
+            kernel, eng, relay = pickle.loads(data)
+            eng.trace = list(trace)
+        else:
+            kernel, eng, relay = self._boot()
+        relay.target = observer
+        self._kernel = kernel
+        for i, t in enumerate(self.program.tasks):
+            eng.spawn(t.cpu, f"task{i}", [_call(kernel, op) for op in t.ops])
+        return eng
+
+    def _boot(self) -> tuple[Any, Engine, _Relay]:
         from rmapfuzz.oracles import default_oracles
         from rmapfuzz.runner import _call
 
         kernel = self.variant(**self.knobs)
         kernel.boot()
+        relay = _Relay()
         eng = Engine(
             ncpus=self.program.cpus,
-            observers=[observer, *default_oracles(kernel)],
+            observers=[relay, *default_oracles(kernel)],
             max_steps=self.max_steps,
         )
         for op in self.program.setup:
             eng.setup_op(_call(kernel, op))
-        for i, t in enumerate(self.program.tasks):
-            eng.spawn(t.cpu, f"task{i}", [_call(kernel, op) for op in t.ops])
-        return eng
+        if self._pickles:
+            trace, eng.trace = eng.trace, []
+            try:
+                data = pickle.dumps((kernel, eng, relay), protocol=pickle.HIGHEST_PROTOCOL)
+                self._snapshot = (data, list(trace))
+            except Exception:  # something in this variant does not pickle: set up every time
+                self._pickles = False
+            eng.trace = trace
+        return kernel, eng, relay
 
     def extra(self, event: Any) -> Iterable[tuple[Key, bool]]:
-        """What the oracles read beyond the event itself: the torn-chain oracle looks at a
-        tree's ``busy`` on every load of the tree; the invariant oracle looks at the page lock
-        when a migration entry is stored; allocators hand out ids from per-type counters."""
-        from rmapfuzz.kernel.objects import IntervalTree, Migration
+        """What an event touches beyond its own location: the torn-chain oracle looks at a
+        tree's ``busy`` on every load of the tree, and at the other geometry fields of a vma
+        when one is stored; the invariant oracle looks at the page lock when a migration entry
+        is stored, and such a store writes ``("MIG", page)`` (see :meth:`mark_keys`);
+        allocators hand out ids from per-type counters; ``Load(vma, "geometry")`` (a struct
+        copy) reads the four fields it is made of."""
+        from rmapfuzz.kernel.objects import IntervalTree, Migration, Vma
 
         cls = type(event)
         if cls is ev.Load and type(event.obj) is IntervalTree:
             return ((("V", id(event.obj), "busy", None), False),)
         if cls is ev.Store and type(event.value) is Migration:
-            return ((("L", id(event.value.page.lock)), False),)
+            page = event.value.page
+            return ((("L", id(page.lock)), False), (("MIG", id(page)), True))
         if cls is ev.Alloc:
             return ((("A", type(event.obj).__name__), True),)
+        if (cls is ev.Load or cls is ev.Store) and type(event.obj) is Vma:
+            f = event.field
+            if cls is ev.Load and f == "geometry":  # a property: the struct copy's fields
+                return tuple((("V", id(event.obj), g, None), False) for g in _STRUCT)
+            if cls is ev.Store and f in _GEOMETRY:  # the torn-chain oracle notes the geometry
+                return tuple((("V", id(event.obj), g, None), False) for g in _GEOMETRY)
         return ()
+
+    def mark_keys(self, tid: int, mark: Any) -> Iterable[tuple[Key, bool]] | None:
+        """What the oracles read at ``mark`` (emitted by task ``tid``), or None: everything.
+
+        Called for each mark of a task's step, in order.  The step then reads these locations
+        too, so it is dependent with any other step that writes one of them.  They must cover
+        whatever the oracles' verdict at the mark depends on: the model's state now, and the
+        oracles' own state, which ``on_step`` updates at stores to the model (so a store that
+        changes oracle state counts as a write of the model location it stores to).
+
+        * ``walk-begin`` (torn.py, invariants.py): the walked tree's ``nodes`` and ``busy``
+          (``always``/``ever`` start from them); every live vma's liveness and
+          ``vm_start``/``vm_end``/``vm_pgoff``, and the vma allocator (``geom_hist`` starts
+          from the live vmas); the anon_vma's liveness and ``page->mapping`` (freed or a new
+          incarnation: ``gen`` changes only while the slot is free, and ``mapping_gen`` only
+          in the step that stores ``mapping``).
+        * ``walk-visit (avc, vma)``: the walked tree's ``nodes`` and ``busy`` (each store to
+          the tree updates ``ever``), ``avc->anon_vma``, ``avc->vma`` and ``avc``'s liveness.
+        * ``vma-geometry (vma, ...)``: ``vma``'s three geometry fields (each store to one
+          updates ``geom_hist[vma]``) and its liveness (an ``Alloc`` resets that entry).
+        * ``walk-end``: the walked tree's ``nodes`` and ``busy`` (``always``).
+        * ``migration-end page`` (invariants.py looks for a migration entry of ``page`` in
+          every pte of every live mm): every pte slot that exists now, each live mm's
+          liveness, and ``("MIG", page)``, which every store of a migration entry for
+          ``page`` writes (:meth:`extra`): a slot created later can only matter if it holds
+          one.  Slots are never removed, new mms start with empty tables.
+        * any other mark (no oracle reads ``warn``/``failslab`` today): everything.
+
+        An avc's ``key`` is not read: it is set only while the avc is out of every tree
+        (interval_tree.py), and ``always`` is recomputed from the tree at each store to it.
+        Messages may describe more than this (``describe_avc``); only whether and which
+        finding is raised is covered.  Every mark step also writes the marks' own location,
+        so the marks of two tasks keep their order (the oracles' walk state is shared)."""
+        kind = mark.kind
+        if kind == "walk-visit":
+            tree = self._walks.get(tid)
+            if tree is None:
+                return None
+            avc = mark.data[0]
+            return (
+                (("V", id(tree), "nodes", None), False),
+                (("V", id(tree), "busy", None), False),
+                (("V", id(avc), "anon_vma", None), False),
+                (("V", id(avc), "vma", None), False),
+                (("O", id(avc)), False),
+            )
+        if kind == "vma-geometry":
+            vma = mark.data[0]
+            return (
+                (("V", id(vma), "vm_start", None), False),
+                (("V", id(vma), "vm_end", None), False),
+                (("V", id(vma), "vm_pgoff", None), False),
+                (("O", id(vma)), False),
+            )
+        if kind == "walk-end":
+            tree = self._walks.pop(tid, None)
+            if tree is None:
+                return None
+            return ((("V", id(tree), "nodes", None), False), (("V", id(tree), "busy", None), False))
+        if kind == "migration-end":
+            page = mark.data
+            keys = [(("MIG", id(page)), False)]
+            for mm in self._kernel.mms:
+                if mm.freed:
+                    continue
+                keys.append((("O", id(mm)), False))
+                for pt in mm.tables.values():
+                    for addr in pt.ptes:
+                        keys.append((("V", id(pt), "ptes", addr), False))
+            return keys
+        if kind == "walk-begin":
+            walk = mark.data
+            tree = self._walks[tid] = walk.anon_vma.rb_root
+            keys: list[tuple[Key, bool]] = [
+                (("V", id(tree), "nodes", None), False),
+                (("V", id(tree), "busy", None), False),
+                (("O", id(walk.anon_vma)), False),
+                (("V", id(walk.page), "mapping", None), False),
+                (("A", "Vma"), False),
+            ]
+            for vma in self._kernel.live_vmas():
+                keys.append((("O", id(vma)), False))
+                for f in _GEOMETRY:
+                    keys.append((("V", id(vma), f, None), False))
+            return keys
+        return None
 
 
 def check_program(

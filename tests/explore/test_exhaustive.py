@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 
+import attrs
 import pytest
 
 from rmapfuzz.cli import main
@@ -13,7 +14,7 @@ from rmapfuzz.engine import events as ev
 from rmapfuzz.engine.findings import FindingError
 from rmapfuzz.engine.locks import mutex, spinlock
 from rmapfuzz.errors import InvalidProgram
-from rmapfuzz.explore.exhaustive import check_program, explore
+from rmapfuzz.explore.exhaustive import KernelSubject, check_program, explore, explore_subject
 from rmapfuzz.explore.ops_spec import parse_ops
 from rmapfuzz.explore.programs import PROGRAMS
 from rmapfuzz.kernel.variants import BUILTIN
@@ -207,6 +208,32 @@ def test_unbounded_reduction_with_sleep_sets_reaches_every_outcome(seed):
         assert got == want
 
 
+def _two_findings():
+    cells = [Cell(1), Cell(2)]
+
+    class Trip:
+        def on_step(self, eng, index, t, e, result):
+            if type(e) is ev.Store:
+                raise FindingError(f"hit{e.obj.oid}", f"{e!r}")
+
+    def body(i):
+        yield ev.Store(cells[i], "x", 1)
+        yield ev.Store(cells[i], "y", 1)
+
+    return [(i, f"t{i}", [op("s", body, i)]) for i in range(2)], (), [Trip()]
+
+
+@pytest.mark.parametrize("k", [0, 1, None])
+def test_a_finding_does_not_hide_what_the_other_task_would_find(k):
+    # Each task's first step trips a finding of its own; the tasks share nothing.  The first
+    # run stops at t0's finding with t1 never run: a finding ends the run, so it is dependent
+    # with every other task's next step, and t1 must still be run first once.
+    want, _ = _outcomes(_two_findings, max_preemptions=k, reduction=False)
+    got, _ = _outcomes(_two_findings, max_preemptions=k)
+    assert {o[2] for o in want} == {"hit1", "hit2"}
+    assert got == want
+
+
 # ------------------------------------------------------------------ kernel
 
 
@@ -293,3 +320,104 @@ def test_check_cli_bad_input(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("rmapfuzz: error:") and err.count("\n") == 1
+
+
+# ------------------------------------------- kernel: reduction against enumeration
+
+
+def _render(v):
+    if hasattr(v, "short"):
+        return v.short()
+    if isinstance(v, dict):
+        return tuple(sorted((_render(k), _render(x)) for k, x in v.items()))
+    if isinstance(v, (tuple, list)):
+        return tuple(_render(x) for x in v)
+    if attrs.has(type(v)):
+        return (type(v).__name__, *(_render(getattr(v, f.name)) for f in attrs.fields(type(v))))
+    return v
+
+
+_NOT_STATE = {"lock", "rwsem", "ptl", "mmap_sem", "page_table_lock", "alloc_lock"}
+
+
+def _kernel_state(kernel, eng):
+    """The whole model at the end of a run (every object, freed or not), and what each task's
+    operations returned."""
+    out = []
+    for name in ("pages", "vmas", "anon_vmas", "avcs", "mms", "swap_slots"):
+        for o in getattr(kernel, name):
+            fields = attrs.fields(type(o))
+            out.append((o.short(), *((f.name, _render(getattr(o, f.name))) for f in fields
+                                     if f.name not in _NOT_STATE)))  # fmt: skip
+    out.append(tuple((pid, _render(t.mm), t.freed) for pid, t in sorted(kernel.procs.items())))
+    out.append(tuple(_render(t.results) for t in eng.tasks))
+    return tuple(out)
+
+
+def _kernel_outcomes(variant, program, k, reduction):
+    seen = set()
+
+    def on_run(eng, finding):
+        kernel = next(o.kernel for o in eng.observers if hasattr(o, "kernel"))
+        if finding is not None:
+            seen.add(("finding", finding.kind, finding.task))
+        else:
+            seen.add(_kernel_state(kernel, eng))
+
+    r = explore_subject(
+        KernelSubject(BUILTIN[variant], program),
+        max_preemptions=k,
+        min_preemptions=k,
+        reduction=reduction,
+        on_run=on_run,
+    )
+    return seen, r
+
+
+_SETUP = "setup: mmap(1,0x10000,3,0); fault(1,0x10000); fault(1,0x11000); fork(1)"
+
+
+@pytest.mark.parametrize(
+    "variant,spec,k",
+    [
+        ("mainline", "exit-migrate", 1),
+        ("lockless-walk", "split-migrate", 1),
+        ("lockless-walk", "mprotect-migrate", 1),
+        ("mainline", f"{_SETUP} | migrate(1) | fault(1,0x10000)", 1),
+        ("rfc-unbalanced-unlock", f"{_SETUP} | migrate(1) | mremap(1,0x10000,2,0x20000)", 1),
+        ("newest-anon-vma", f"{_SETUP} | migrate(1) | mremap(1,0x10000,2,0x20000)", 1),
+        ("lockless-walk", f"{_SETUP} | swapout(1) | fork(2)", 1),
+        ("mainline", "setup: mmap(1,0x10000,2,0) | fault(1,0x10000) | fault(1,0x11000)", 2),
+        ("put-inside-rcu", f"{_SETUP} | pin(1) | exit(2)", 2),
+    ],
+)
+def test_kernel_reduction_reaches_every_outcome(variant, spec, k):
+    # The reduced search at bound k reaches exactly the findings (kind, task) and the final
+    # states (the whole model) that plain enumeration of every schedule with k preemptions
+    # reaches.  The mark footprints (KernelSubject.mark_keys) are what is tested here: the
+    # oracles' verdicts must not depend on anything they leave out.
+    program = PROGRAMS[spec] if spec in PROGRAMS else parse_ops(spec)
+    want, u = _kernel_outcomes(variant, program, k, False)
+    got, r = _kernel_outcomes(variant, program, k, True)
+    assert got == want
+    assert r.schedules < u.schedules
+
+
+def test_runs_from_the_setup_snapshot_are_runs_from_scratch():
+    # After its first run, KernelSubject copies the machine the setup left instead of setting
+    # up again: every run must be what execute() gives for the same schedule.
+    variant, program = BUILTIN["lockless-walk"], PROGRAMS["exit-migrate"]
+    runs = []
+
+    def on_run(eng, finding):
+        steps = [(t[0], t[3], repr(t[4]), repr(t[5])) for t in eng.trace[eng.setup_steps :]]
+        runs.append((list(eng.decisions), eng.setup_steps, steps, finding and finding.kind))
+
+    explore_subject(
+        KernelSubject(variant, program), max_preemptions=1, min_preemptions=1, on_run=on_run
+    )
+    assert len(runs) > 10 and any(kind for *_, kind in runs)
+    for decisions, setup_steps, steps, kind in runs:
+        r = execute(variant, program, decisions).result
+        want = [(t[0], t[3], repr(t[4]), repr(t[5])) for t in r.trace[r.setup_steps :]]
+        assert (setup_steps, steps, kind) == (r.setup_steps, want, r.finding and r.finding.kind)
