@@ -33,6 +33,7 @@ _DOUBLE_UNDERSCORE = frozenset(
         "_unmap_and_move",
         "_vma_unlink",
         "_insert_vm_struct",
+        "_isolate_lru_page",
     }
 )
 

@@ -18,6 +18,13 @@ often (a stack for ``fault_below``, exec's temporary stack for ``exec_shift``, a
 away for ``mremap``, forks and pages of the children for ``fork``/``exit``), and a focus of
 three or more operations asks for a third task more often.  Every program without focus can
 still be drawn with focus and vice versa; the number of choices is the same.
+
+The tasks of a program meet on the same objects more often than independent draws would make
+them (:func:`_related`): the owner of the page a walker takes, and the pages of the process or
+range a mutator changes, go once more into the menus of pids and pages of the operations drawn
+after them, and the setup seeds the pages it made special (a child's own pages, a range moved
+away, exec's temporary stack).  Lifetime races need exactly that: a walker of a child's page and
+the exit of that child (B6, B8, B18), a migration of a page that mremap or exec moves.
 """
 
 from __future__ import annotations
@@ -136,11 +143,24 @@ class _Shadow:
     faulted: dict[int, set[int]] = attrs.field(factory=dict)  # pid -> addrs with a pte
     pages: int = 0
     page_addr: list[int] = attrs.field(factory=list)  # pfn - 1 -> the address it was faulted at
+    page_pid: list[int] = attrs.field(factory=list)  # pfn - 1 -> the pid that faulted it
     next_pid: int = 2
     #: pid -> (start, npages) of its temporary exec stack (VM_STACK_INCOMPLETE_SETUP)
     stack: dict[int, tuple[int, int]] = attrs.field(factory=dict)
     #: pid -> ranges the setup mremap()ed away: (where now, npages, where from)
     moved: dict[int, list[tuple[int, int, int]]] = attrs.field(factory=dict)
+
+    #: pages and pids the operations drawn so far act on (see :func:`_related`)
+    hot_pages: list[int] = attrs.field(factory=list)
+    hot_pids: list[int] = attrs.field(factory=list)
+
+    def pages_in(self, pid: int | None, start: int = 0, end: int = 1 << 62) -> list[int]:
+        """The pfns faulted at an address in [start, end), by pid (None: by anyone)."""
+        return [
+            i + 1
+            for i, (q, a) in enumerate(zip(self.page_pid, self.page_addr, strict=True))
+            if (pid is None or q == pid) and start <= a < end
+        ]
 
     def addrs(self, pid: int) -> list[int]:
         out = []
@@ -180,6 +200,7 @@ def generate(c: Choices, s: GenSettings) -> Program:
             sh.faulted[pid].add(addr)
             sh.pages += 1
             sh.page_addr.append(addr)
+            sh.page_pid.append(pid)
 
     focus = s.focus or ()
     # pid 1: one or two regions; the second may be a stack (VM_GROWSDOWN) with room to grow
@@ -265,6 +286,13 @@ def generate(c: Choices, s: GenSettings) -> Program:
                 pid = c.choice(pids)
                 setup.append(Op("read" if c.boolean(0.5) else "fault", (pid, addr)))
 
+    # what the setup made special: pages of a child's own anon_vma, pages of a range moved away,
+    # pages of exec's temporary stack
+    sh.hot_pages = [pfn for pfn, q in enumerate(sh.page_pid, 1) if q != 1]
+    for _where, m, orig in sh.moved.get(1, []):
+        sh.hot_pages += sh.pages_in(None, orig, orig + m * PAGE_SIZE)
+    if 1 in sh.stack:
+        sh.hot_pages += sh.pages_in(None, sh.stack[1][0], STACK_TOP)
     tasks: list[TaskProgram] = []
     first = menu(WALKERS + tuple(k for k in MUTATORS if k in focus), focus)
     others = menu(MUTATORS + WALKERS[:1] + tuple(k for k in WALKERS[1:] if k in focus), focus)
@@ -278,6 +306,7 @@ def generate(c: Choices, s: GenSettings) -> Program:
             while not ops or (len(ops) < s.max_ops_per_task and c.boolean(0.5)):
                 with c.group():  # an operation, its flag included
                     op = _op(c, kinds, pids, sh)
+                    _related(sh, op)
                     if op.name in FAILABLE and c.boolean(P_FAIL_NTH):
                         n, times = c.packed((FAIL_NTH_MAX, FAIL_TIMES_MAX))
                         ops.append(Op("fail_nth", (n + 1, times + 1)))
@@ -286,13 +315,51 @@ def generate(c: Choices, s: GenSettings) -> Program:
     return Program(s.cpus, tuple(setup), tuple(tasks))
 
 
+def _related(sh: _Shadow, op: Op) -> None:
+    """Remember what ``op`` acts on, for the operations drawn after it: the process that
+    faulted the page a walker takes, the pages of the process or range a mutator changes."""
+    name, args = op.name, op.args
+    if name in ("migrate", "reclaim", "swapout", "pin"):
+        if 1 <= args[0] <= sh.pages:
+            sh.hot_pids.append(sh.page_pid[args[0] - 1])
+        return
+    pages: list[int] = []
+    if name in ("exit", "fork"):
+        pages = sh.pages_in(args[0])
+    elif name in ("fault", "read", "move_pages"):
+        pages = sh.pages_in(None, args[1], args[1] + PAGE_SIZE)
+    elif name in ("munmap", "mprotect", "mremap"):
+        pid, start, n = args[0], args[1], args[2]
+        end = start + n * PAGE_SIZE
+        pages = sh.pages_in(pid, start, end)
+        for where, m, orig in sh.moved.get(pid, []):  # a moved range: its pages' old addresses
+            lo, hi = max(start, where), min(end, where + m * PAGE_SIZE)
+            if lo < hi:
+                pages += sh.pages_in(None, orig + lo - where, orig + hi - where)
+    elif name == "exec_shift":
+        pages = sh.pages_in(None, args[1], STACK_TOP)
+    sh.hot_pages += pages
+
+
+#: how many of the latest related pages and pids are added to the menus of arguments
+RELATED_MAX = 4
+
+
+def _latest(xs: list[int]) -> list[int]:
+    return xs[max(0, len(xs) - RELATED_MAX) :]
+
+
 def _op(c: Choices, kinds: Sequence[str], pids: list[int], sh: _Shadow) -> Op:
-    """One operation of a task, kind and arguments drawn as one packed choice."""
-    k, p, a, n, w = c.packed((len(kinds), len(pids), 16, 3, 2))
-    kind, pid = kinds[k], pids[p]
+    """One operation of a task, kind and arguments drawn as one packed choice.  The menus of
+    pids and pages list the ones earlier operations act on (:func:`_related`) once more, so
+    that the tasks of a program meet on the same objects more often."""
+    pid_menu = pids + [q for q in _latest(sh.hot_pids) if q in pids]
+    k, p, a, n, w = c.packed((len(kinds), len(pid_menu), 16, 3, 2))
+    kind, pid = kinds[k], pid_menu[p]
     addrs = sh.addrs(pid) or [TASK_LO]
     if kind in ("migrate", "reclaim", "swapout", "pin"):
-        return Op(kind, (1 + a % max(sh.pages, 1),))
+        pfns = list(range(1, sh.pages + 1)) + _latest(sh.hot_pages)
+        return Op(kind, (pfns[a % len(pfns)] if pfns else 1,))
     if kind == "move_pages":
         faulted = sorted(sh.faulted.get(pid, ())) or addrs
         return Op(kind, (pid, faulted[a % len(faulted)]))

@@ -1,5 +1,10 @@
 """mm/migrate.c (v3.7): migration of one anonymous page, and waiting on a migration entry.
 
+The page has been isolated from the LRU by the caller (isolate_lru_page() for move_pages,
+isolate_migratepages_range() for compaction, kernel/vmscan.py); the new page is not on the LRU
+until unmap_and_move() puts it there after a successful migration, so no other migration or
+reclaim can pick either page up meanwhile.
+
 A page in the swap cache is unmapped into swap entries (try_to_unmap_one()) and its swap cache
 entry moves to the new page (migrate_page_move_mapping()); an unmapped swap cache page, which
 the kernel migrates without remapping (remap_swapcache = 0), is left alone here.
@@ -112,13 +117,32 @@ class Migrate(Fork):
         yield ev.Release(page.lock)  # unlock_page()
         return rc
 
-    def migrate_pages(self, page: Page, ctx: MigrationContext) -> Gen:
-        """mm/migrate.c migrate_pages() -> unmap_and_move() for one page."""
-        task = yield ev.CURRENT
-        self.migration_context[task.tid] = ctx
+    def unmap_and_move(self, page: Page) -> Gen:
+        """mm/migrate.c unmap_and_move(): get_new_page(), __unmap_and_move(), then
+        putback_lru_page(newpage): "Move the new page to the LRU. If migration was not
+        successful then this will free the page" (a freed page is not on the LRU: nothing
+        to do here).  The old page, which the caller isolated: migrated (0), it "has all
+        references removed and will be freed", so it does not come back to the LRU either;
+        not migrated (-EAGAIN), it stays on the caller's list."""
         newpage = self.alloc_page()
         yield ev.Alloc(newpage)
+        rc = yield from self._unmap_and_move(page, newpage)
+        if rc == 0:
+            yield from self.putback_lru_page(newpage)
+        return rc
+
+    def migrate_pages(self, page: Page, ctx: MigrationContext) -> Gen:
+        """mm/migrate.c migrate_pages() -> unmap_and_move() for one isolated page, one pass
+        (the kernel retries -EAGAIN up to 10 passes).  The caller puts the page back on the
+        LRU if it was not migrated (putback_lru_pages())."""
+        task = yield ev.CURRENT
+        self.migration_context[task.tid] = ctx
         try:
-            return (yield from self._unmap_and_move(page, newpage))
+            return (yield from self.unmap_and_move(page))
         finally:
             self.migration_context.pop(task.tid, None)
+
+    def putback_lru_pages(self, page: Page) -> Gen:
+        """mm/migrate.c putback_lru_pages() for a list holding ``page``: list_del(),
+        putback_lru_page()."""
+        yield from self.putback_lru_page(page)

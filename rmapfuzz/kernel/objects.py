@@ -103,6 +103,8 @@ class Page(HeapObject):
     mapping_gen: int = 0
     #: PageSwapCache() and page_private(): the swap slot while the page is in the swap cache
     private: Any = None
+    #: PageLRU(): on the LRU, so migration or reclaim may isolate it (kernel/vmscan.py)
+    lru: bool = False
     freed: bool = False
 
     def __attrs_post_init__(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from rmapfuzz.engine import events as ev
-from rmapfuzz.engine.findings import KernelBug
+from rmapfuzz.engine.findings import FindingError, KernelBug
 from rmapfuzz.kernel.base import Gen
 from rmapfuzz.kernel.objects import (
     MM,
@@ -117,12 +117,31 @@ class Rmap(Swapfile):
         yield ev.Store(anon_vma, "root", anon_vma)
         return anon_vma
 
+    def might_sleep(self, fn: str) -> Gen:
+        """include/linux/kernel.h might_sleep() with CONFIG_DEBUG_ATOMIC_SLEEP: ``fn`` may block,
+        so calling it in atomic context or an RCU read-side section is a BUG even when it does
+        not block this time (the report a blocking lock gives, contended or not)."""
+        task = yield ev.CURRENT
+        if task.atomic:
+            ctx = "an RCU read-side section" if task.rcu else "atomic context (spinlock held)"
+            raise FindingError(
+                "sleep-in-atomic",
+                f"BUG: sleeping function called from invalid context: {fn}() calls "
+                f"might_sleep() in {ctx} ({task.op_label})",
+                task=task.tid,
+            )
+
     def anon_vma_free(self, anon_vma: AnonVma) -> Gen:
-        """mm/rmap.c anon_vma_free(): VM_BUG_ON(refcount), the rwsem dance, kmem_cache_free."""
+        """mm/rmap.c anon_vma_free(): VM_BUG_ON(refcount), might_sleep(), the rwsem dance,
+        kmem_cache_free.  The might_sleep() came with B18's fix (7f39dda9d86f, 3.16, Hugh
+        Dickins: "add might_sleep() to anon_vma_free(), as suggested by Peter Zijlstra"): the
+        lock dance blocks only if the root rwsem is held, but a caller in atomic context is
+        wrong either way."""
         if (yield ev.Load(anon_vma, "refcount")):
             raise KernelBug(
                 f"VM_BUG_ON(atomic_read(&anon_vma->refcount)) in anon_vma_free({anon_vma.short()})"
             )
+        yield from self.might_sleep("anon_vma_free")
         # Synchronise against page_lock_anon_vma_read(), which may hold the root rwsem
         # without a reference (see the comment in mm/rmap.c).
         root = yield ev.Load(anon_vma, "root")
@@ -450,9 +469,11 @@ class Rmap(Swapfile):
         yield from self.do_page_add_anon_rmap(page, vma, address, False)
 
     def page_add_new_anon_rmap(self, page: Page, vma: Vma, address: int) -> Gen:
-        """mm/rmap.c page_add_new_anon_rmap(): a new page, exclusively ours."""
+        """mm/rmap.c page_add_new_anon_rmap(): a new page, exclusively ours; then
+        lru_cache_add_lru(): from here on migration and reclaim can isolate it."""
         yield ev.Store(page, "mapcount", 0)
         yield from self._page_set_anon_rmap(page, vma, address, True)
+        yield from self.lru_cache_add_lru(page)  # mlocked_vma_newpage() is never true here
 
     def page_remove_rmap(self, page: Page) -> Gen:
         """mm/rmap.c page_remove_rmap(): drop a mapcount; page->mapping is left alone, so it is

@@ -21,8 +21,8 @@ from typing import Any
 from rmapfuzz.engine import events as ev
 from rmapfuzz.engine.findings import KernelBug
 from rmapfuzz.kernel.base import Gen
-from rmapfuzz.kernel.interval_tree import IntervalTreeOps
 from rmapfuzz.kernel.objects import SWAP_HAS_CACHE, Page, SwapSlot
+from rmapfuzz.kernel.vmscan import Vmscan
 
 
 # swap_map updates, as Rmw functions: old -> (new, result)
@@ -42,7 +42,7 @@ def _drop_cache(v: int) -> tuple[int, int]:
     return (v & ~SWAP_HAS_CACHE, v & ~SWAP_HAS_CACHE) if v & SWAP_HAS_CACHE else (v, -1)
 
 
-class Swapfile(IntervalTreeOps):
+class Swapfile(Vmscan):
     # ------------------------------------------------------ mm/swapfile.c
 
     def get_swap_page(self) -> Gen:

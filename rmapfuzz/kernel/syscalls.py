@@ -30,6 +30,7 @@ from rmapfuzz.kernel.rmap import SWAP_AGAIN, SWAP_SUCCESS, TTU_UNMAP
 
 ESRCH = -3
 EAGAIN = -11
+EBUSY = -16
 EINVAL = -22
 EFAULT = -14
 
@@ -87,7 +88,10 @@ OPS: dict[str, OpSpec] = {
             "shift_arg_pages moves it npages down, then the flag is cleared",
         ),
         OpSpec(
-            "migrate", ("pfn",), "compact_page", "compaction migrates page frame pfn (no mmap_sem)"
+            "migrate",
+            ("pfn",),
+            "compact_page",
+            "compaction migrates page frame pfn (no mmap_sem; -EBUSY if it is not on the LRU)",
         ),
         OpSpec(
             "move_pages",
@@ -293,16 +297,23 @@ class Syscalls(Migrate, Exec):
         return 0
 
     def compact_page(self, pfn: int) -> Gen:
-        """mm/compaction.c compact_zone() -> migrate_pages() for one isolated page frame, with
-        no mmap_sem: the walkers must fend for themselves."""
+        """mm/compaction.c compact_zone() for one page frame, with no mmap_sem (the walkers
+        must fend for themselves): isolate_migratepages_range() (-EBUSY: the scanner skips a
+        page that is not on the LRU), migrate_pages(), putback_lru_pages() if it failed."""
         page = self.find_page(pfn)
         if page is None:
             return EINVAL
-        return (yield from self.migrate_pages(page, MigrationContext()))
+        if (yield from self.isolate_migratepages_range(page)):
+            return EBUSY
+        ret = yield from self.migrate_pages(page, MigrationContext())
+        if ret:
+            yield from self.putback_lru_pages(page)  # "Release LRU pages not migrated"
+        return ret
 
     def sys_move_pages(self, pid: int, addr: int) -> Gen:
         """mm/migrate.c sys_move_pages() -> do_move_page_to_node_array(): mmap_sem held for
-        read across follow_page() and migrate_pages() (the NUMA-fault context of 2012)."""
+        read across follow_page(), isolate_lru_page() (its -EBUSY is the page's status) and
+        migrate_pages() (the NUMA-fault context of 2012); putback_lru_pages() on failure."""
         addr &= ~(PAGE_SIZE - 1)
         mm = yield from self._mm_of(pid)
         if mm is None:
@@ -313,20 +324,29 @@ class Syscalls(Migrate, Exec):
         if vma is not None and (yield ev.Load(vma, "vm_start")) <= addr:
             page = yield from self.follow_page(vma, addr)
             if page is not None:
-                ret = yield from self.migrate_pages(page, MigrationContext(mm, vma, addr))
+                ret = yield from self.isolate_lru_page(page)
+                if ret == 0:
+                    ret = yield from self.migrate_pages(page, MigrationContext(mm, vma, addr))
+                    if ret:
+                        yield from self.putback_lru_pages(page)
         yield ev.Release(mm.mmap_sem, "r")
         yield from self.mmput(mm)
         return ret
 
     def shrink_page(self, pfn: int) -> Gen:
-        """mm/vmscan.c shrink_page_list() for one page: trylock_page(), page_referenced()."""
+        """mm/vmscan.c shrink_inactive_list() for one page: isolate_lru_pages() (a page
+        that is not on the LRU is not scanned), shrink_page_list()'s trylock_page() and
+        page_referenced(), putback_inactive_pages()."""
         page = self.find_page(pfn)
         if page is None:
             return EINVAL
-        if not (yield ev.TryAcquire(page.lock)):
+        if (yield from self.isolate_lru_pages(page)):
             return 0
-        referenced = yield from self.page_referenced(page)
-        yield ev.Release(page.lock)
+        referenced = 0
+        if (yield ev.TryAcquire(page.lock)):
+            referenced = yield from self.page_referenced(page)
+            yield ev.Release(page.lock)
+        yield from self.putback_inactive_pages(page)
         return referenced
 
     def shrink_page_swap(self, pfn: int) -> Gen:
@@ -334,10 +354,20 @@ class Syscalls(Migrate, Exec):
         let go (the `reclaim` op is that check): trylock_page(); add_to_swap() unless already
         in the swap cache; try_to_unmap(TTU_UNMAP) writes a swap entry into every pte.  The
         page stays in the swap cache (pageout() is instantaneous, the pass that frees the page
-        is not modelled).  Returns 1 if the page ended unmapped, else 0."""
+        is not modelled), so putback_inactive_pages() puts it back on the LRU.  The page is
+        isolated first, as in shrink_inactive_list() -> isolate_lru_pages(); one that is not
+        on the LRU is not scanned.  Returns 1 if the page ended unmapped, else 0."""
         page = self.find_page(pfn)
         if page is None:
             return EINVAL
+        if (yield from self.isolate_lru_pages(page)):
+            return 0
+        ret = yield from self.shrink_page_list(page)
+        yield from self.putback_inactive_pages(page)
+        return ret
+
+    def shrink_page_list(self, page: Any) -> Gen:
+        """mm/vmscan.c shrink_page_list() for one isolated anonymous page, force_reclaim."""
         if not (yield ev.TryAcquire(page.lock)):
             return 0
         ret = 0

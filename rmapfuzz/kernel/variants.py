@@ -194,8 +194,9 @@ class Linus2012(Mainline):
 
     Both migration walks first try that special case: find the vma (the faulting one if
     ``use_fault_address`` and the migration comes from a fault, else the first vma of the
-    page's anon_vma tree, read without a lock), take the PTL of the pte, check the conditions
-    under it and act on that one pte only.  Knobs (rmap-spec 5.5):
+    page's anon_vma tree, read without a lock -- looked up only if the conditions hold for
+    page->mapping), take the PTL of the pte, check the conditions under it and act on that one
+    pte only.  Knobs (rmap-spec 5.5):
 
     * ``require_mmap_sem``: only when the migrator holds mmap_sem of vma->vm_mm;
     * ``recheck_each_phase``: decide in each walk, or once for the whole migration;
@@ -225,14 +226,29 @@ class Linus2012(Mainline):
             return "safe"  # CE0: migration's own pin keeps the fast path from ever firing
         if not k["require_mmap_sem"]:
             return "buggy"  # CE1 (split) and CE3 (fork between the phases)
-        if not k["use_fault_address"]:
-            # CE2 (expand_downwards under mmap_sem read tears vma_address()); and finding the
-            # vma through the tree without the lock races with a sibling's exit
+        if not k["use_fault_address"] and k["stack_growth_under_read"]:
+            # CE2: expand_downwards() under mmap_sem read tears the lookup's vma_address().
+            # With C2/C3 tested first, the unlocked lookup only ever meets the walker's own
+            # mm (refcount 1 + pin: no forked anon_vma holds the root), which mmap_sem guards
+            # once the stack grows under the write lock (docs/linus-2012.md)
             return "buggy"
         return "safe"
 
+    def _root_refcount_one(self, av: AnonVma) -> Gen:
+        """C2 ``anon_vma == anon_vma->root`` and C3 ``anon_vma->refcount == 1`` (plus the
+        migration's own pin if ``own_pins_counted``)."""
+        if (yield ev.Load(av, "root")) is not av:
+            return False
+        pins = 1 if self.knob["own_pins_counted"] else 0
+        return (yield ev.Load(av, "refcount")) == 1 + pins
+
     def _exclusive_pte(self, page: Page, phase: int, act: Any) -> Gen:
-        """The special case: True if it handled the page's one pte without the anon_vma lock."""
+        """The special case: True if it handled the page's one pte without the anon_vma lock.
+
+        Without a fault address the vma has to be found in the page's anon_vma tree, without
+        the lock; C2 and C3 are tested on page->mapping before that lookup (the rule says
+        when the lock may be skipped; a walker for which the conditions fail takes the lock
+        and never looks), and again under the PTL on the vma's anon_vma."""
         task = yield ev.CURRENT
         ctx = self.migration_context.get(task.tid)
         if ctx is None:
@@ -256,6 +272,11 @@ class Linus2012(Mainline):
             anon_vma = yield ev.Load(page, "mapping")
             if anon_vma is None:
                 return False
+            # C2 and C3 first, on page->mapping (pinned by the migration's
+            # page_get_anon_vma()): when they fail the rule is not taken, and the unlocked
+            # lookup below must not run either
+            if not (yield from self._root_refcount_one(anon_vma)):
+                return False
             pgoff = yield ev.Load(page, "index")
             avc = yield from self.anon_vma_interval_tree_iter_first(anon_vma.rb_root, pgoff)
             if avc is None:
@@ -273,10 +294,7 @@ class Linus2012(Mainline):
         av = yield ev.Load(vma, "anon_vma")
         ok = av is not None and (yield ev.Load(page, "mapping")) is av
         if ok:
-            ok = (yield ev.Load(av, "root")) is av
-        if ok:
-            pins = 1 if k["own_pins_counted"] else 0
-            ok = (yield ev.Load(av, "refcount")) == 1 + pins
+            ok = yield from self._root_refcount_one(av)
         if ok:
             yield from act(pt, vma, address)
         yield ev.Release(pt.ptl)
@@ -646,7 +664,7 @@ class ReuseAdjustOverride(Modern):
     summary = "B13: vma_adjust() sets ->anon_vma after anon_vma_clone() -> wrong counter"
     expected = "buggy"
     commit = (
-        "reverts b800c91a0517 (4.0, mm: fix corner case in anon_vma endless growing prevention)"
+        "reverts b800c91a0517 (3.19, mm: fix corner case in anon_vma endless growing prevention)"
     )
 
     def vma_adjust_import(self, importer: Vma, exporter: Vma) -> Gen:
@@ -695,7 +713,7 @@ class MigrateNoPin(Mainline):
     summary = "B6: migration does not pin page->mapping's anon_vma across the unmap and remap"
     expected = "buggy"
     commit = (
-        "reverts 3fe2011ff51e (2.6.35, mm,migration: take a reference to the anon_vma before "
+        "reverts 3f6c82728f4e (2.6.35, mm: migration: take a reference to the anon_vma before "
         "migrating) and dc386d4d1e98 (2.6.22, its RCU predecessor)"
     )
 
@@ -761,6 +779,35 @@ class TempStackMigration(Mainline):
         yield  # a generator, like every model function
 
 
+class AdjustNoImportClone(Mainline):
+    """B3, second half: vma_adjust() before 287d97ac0321 (Linus Torvalds, 2.6.34-rc4, "vma_adjust:
+    fix the copying of anon_vma chains") had no ``exporter``: the vma that imports pages was
+    attached with ``anon_vma_clone(importer, vma)`` and then given ``anon_vma``, next's.  When
+    vma itself is the importer (it expands over next: mprotect cases 5, 6 and 8) it clones its
+    own chain, which is empty since it had no anon_vma: it gets next's anon_vma with no chain,
+    then anon_vma_merge() unlinks next, and the imported pages belong to an anon_vma whose tree
+    no longer holds any vma that maps them (I1; freed if the tree empties).  Case 4 (next
+    imports from vma) was right.  In 3.7's vma_merge() the list_is_singular() test of
+    is_mergeable_anon_vma() (965f55dea0e3) keeps cases 4 and 5 from importing at all; cases 6
+    and 8 (mprotect a vma back to match the faulted one after it) still import
+    (tests/kernel/test_historical.py)."""
+
+    name = "adjust-no-import-clone"
+    focus = ("mprotect",)
+    summary = "B3: vma_adjust() clones the expanding vma's own (empty) chain, not next's"
+    expected = "buggy"
+    commit = "reverts 287d97ac0321 (2.6.34, vma_adjust: fix the copying of anon_vma chains)"
+
+    def vma_adjust_import(self, importer: Vma, exporter: Vma) -> Gen:
+        """2.6.34-rc3: ``anon_vma_clone(importer, vma); importer->anon_vma = anon_vma;`` where
+        vma is vma_adjust()'s (the lower of the two) and anon_vma the exporter's."""
+        vma = importer if importer.vm_start < exporter.vm_start else exporter
+        if (yield from self.anon_vma_clone(importer, vma)):
+            return ENOMEM
+        yield ev.Store(importer, "anon_vma", exporter.anon_vma)
+        return 0
+
+
 BUILTIN: dict[str, type[Mainline]] = {
     cls.name: cls
     for cls in (
@@ -783,6 +830,7 @@ BUILTIN: dict[str, type[Mainline]] = {
         MigrateNoPin,
         MremapNoRmapLocks,
         TempStackMigration,
+        AdjustNoImportClone,
     )
 }
 

@@ -10,7 +10,9 @@
 * at quiescent points (after the setup, after the last task): I1/I3 (for swap ptes too: the
   page they will fault back in must find the vma), I4, I7, I8, I9, I10, I11, I13, the swap map
   (each slot's count is the number of swap ptes naming it, SWAP_HAS_CACHE iff a page is in the
-  swap cache for it), and leaks (swap slots included) once every process has exited.
+  swap cache for it), and leaks (swap slots included) once every process has exited; and
+  ``lru`` (not in rmap-spec): a page that is mapped or in the swap cache is on the LRU --
+  nothing is in flight, so every isolation has been put back (kernel/vmscan.py).
 
 I2 is the torn-chain oracle (torn.py); I6 and I14 are the engine's (use-after-free, deadlock,
 unlock by a non-owner, sleeping in atomic context).  I12 (the 6.1+ reuse counters equal what
@@ -128,6 +130,12 @@ class InvariantOracle:
             if page.mapcount + 1 != n:
                 raise _fail(
                     "I13", f"{page.short()}->_mapcount is {page.mapcount} but {n} ptes map it"
+                )
+            if (page.mapcount >= 0 or page.private is not None) and not page.lru:
+                raise _fail(
+                    "lru",
+                    f"{page.short()} is {'mapped' if page.mapcount >= 0 else 'in the swap cache'}"
+                    f" but not on the LRU: isolated and never put back",
                 )
             if page.mapcount >= 0:
                 av = page.mapping

@@ -48,6 +48,7 @@ LOCK_ORDER: tuple[tuple[str, ...], ...] = (
     ("mapping->i_mmap_mutex",),
     ("anon_vma->rwsem",),
     ("mm->page_table_lock", "pte_lock"),
+    ("zone->lru_lock",),  # "(in mark_page_accessed, isolate_lru_page)"
 )
 RANK: dict[str, int] = {c: i for i, group in enumerate(LOCK_ORDER) for c in group}
 

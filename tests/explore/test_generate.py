@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from rmapfuzz.explore import generate as generate_module
 from rmapfuzz.explore.generate import FOCUS_WEIGHT, GenSettings, generate, menu
 from rmapfuzz.explore.random import RngChoices, run_example, with_focus
 from rmapfuzz.kernel.syscalls import OPS
@@ -96,3 +97,40 @@ def test_random_example_replays():
     b = run_example(BUILTIN["temp-stack-migration"], 1, 7, GenSettings())
     assert a.program == b.program and a.decisions == b.decisions
     assert [repr(e) for e in a.result.trace] == [repr(e) for e in b.result.trace]
+
+
+def _meets(p: Program) -> bool:
+    """A walker takes a page a child faulted, and another task ends that child."""
+    owner: dict[int, int] = {}
+    faulted: dict[int, set[int]] = {}
+    next_pid = 2
+    for op in p.setup:
+        if op.name == "fault" and op.args[1] not in faulted.setdefault(op.args[0], set()):
+            faulted[op.args[0]].add(op.args[1])
+            owner[len(owner) + 1] = op.args[0]
+        elif op.name == "fork":
+            faulted[next_pid] = set(faulted.get(op.args[0], ()))
+            next_pid += 1
+    for i, t in enumerate(p.tasks):
+        for op in t.ops:
+            if op.name in ("migrate", "reclaim") and owner.get(op.args[0], 1) != 1:
+                child = owner[op.args[0]]
+                if any(
+                    o.name == "exit" and o.args[0] == child
+                    for j, u in enumerate(p.tasks)
+                    if j != i
+                    for o in u.ops
+                ):
+                    return True
+    return False
+
+
+def test_tasks_meet_on_related_objects(monkeypatch):
+    """Pids and pages an earlier operation acts on are drawn again more often: a walker of a
+    child's page and the exit of that child (the lifetime races B6, B8, B18) come together more
+    often than with independent arguments."""
+    s = GenSettings(focus=("migrate", "reclaim", "exit"))
+    related = sum(map(_meets, programs(s, 3000)))
+    monkeypatch.setattr(generate_module, "RELATED_MAX", 0)
+    independent = sum(map(_meets, programs(s, 3000)))
+    assert related > 1.3 * independent, (related, independent)

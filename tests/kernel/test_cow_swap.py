@@ -308,9 +308,10 @@ PROGRAM_B6 = Program(
     tasks=(TaskProgram(0, (Op("migrate", (1,)),)), TaskProgram(1, (Op("exit", (1,)),))),
 )
 SCHEDULE_B6 = [
-    # migrate-no-pin: lock_page, try_to_unmap() replaced the pte by a migration entry
-    # (mapcount -1), the page_mapped() test before move_to_new_page() is done
-    (0, 33),
+    # migrate-no-pin: isolate_migratepages_range() (4 steps), lock_page, try_to_unmap()
+    # replaced the pte by a migration entry (mapcount -1), the page_mapped() test before
+    # move_to_new_page() is done
+    (0, 37),
     # pid1 exits: zap clears the migration entry (page locked: no BUG), unlink_anon_vmas()
     # empties av#1 and, with no pin, frees it
     (1, 0),
@@ -323,14 +324,14 @@ def test_b6_migration_without_pin_walks_a_freed_anon_vma() -> None:
     out = execute(MigrateNoPin, PROGRAM_B6, SCHEDULE_B6)
     assert out.decisions == SCHEDULE_B6
     trace = out.result.trace
-    assert trace[out.result.setup_steps + 32][3] == "_unmap_and_move"  # the page_mapped test
+    assert trace[out.result.setup_steps + 36][3] == "_unmap_and_move"  # the page_mapped test
     f = out.finding
     assert f is not None and f.kind == "use-after-free" and f.task == 0, f
     assert "rmap_walk_anon() of page#2 walks av#1, which was freed" in f.message
 
 
 def test_b6_mainline_is_clean_on_the_same_schedule() -> None:
-    """Mainline spends 4 more steps on page_get_anon_vma(), so after 33 steps it is still in
+    """Mainline spends 4 more steps on page_get_anon_vma(), so after 37 steps it is still in
     try_to_unmap_anon() holding av#1's rwsem for read: the exit sleeps in unlink_anon_vmas()
     until the walk is over, and frees av#1 after the migration has dropped its pin."""
     out = execute(Mainline, PROGRAM_B6, SCHEDULE_B6)
@@ -340,14 +341,14 @@ def test_b6_mainline_is_clean_on_the_same_schedule() -> None:
 
 
 def test_b6_mainline_pin_keeps_the_anon_vma_in_the_same_window() -> None:
-    """The same window in mainline (33 + the 4 steps of the pin: the page_mapped() test
+    """The same window in mainline (37 + the 4 steps of the pin: the page_mapped() test
     before move_to_new_page()): the exit drops av#1's tree reference (2 -> 1) but the pin
     keeps it; the walk finds it alive and the migration's put_anon_vma() frees it."""
-    schedule = [(0, 37), (1, 0), (0, 0)]
+    schedule = [(0, 41), (1, 0), (0, 0)]
     out = execute(Mainline, PROGRAM_B6, schedule)
     assert out.decisions == schedule
     trace = out.result.trace
-    assert trace[out.result.setup_steps + 36][3] == "_unmap_and_move"
+    assert trace[out.result.setup_steps + 40][3] == "_unmap_and_move"
     assert out.finding is None, out.finding
     frees = [row[0] for row in trace if repr(row[4]) == "free av#1"]
     assert frees == [0], "av#1 must be freed by the migration's put_anon_vma()"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from rmapfuzz.kernel.variants import (
+    AdjustNoImportClone,
     Mainline,
     PerAnonVmaLockAdjust,
     PlaNoRecheck,
@@ -118,6 +119,64 @@ def test_b3_mainline_allocates_its_own():
     assert vma3.anon_vma is not out.kernel.anon_vmas[1]
 
 
+# ------------------------------------------------------------ B3: adjust-no-import-clone
+
+#: pid1's vma [0x10000, 0x14000) is cut by mprotect into vma#1 [0x10000, 0x12000) read-only and
+#: vma#2 [0x12000, 0x14000) read-write, which alone gets a page (av#1).  pid1 then makes vma#1
+#: writable again: vma_merge() case 8, vma#1 expands over all of vma#2 and imports its pages.
+PROGRAM_B3_IMPORT = Program(
+    cpus=1,
+    setup=(
+        Op("mmap", (1, 0x10000, 4, 0)),
+        Op("mprotect", (1, 0x10000, 2, 0)),
+        Op("fault", (1, 0x12000)),
+    ),
+    tasks=(TaskProgram(0, (Op("mprotect", (1, 0x10000, 2, 1)),)),),
+)
+
+
+def test_b3_adjust_without_the_exporter_drops_the_imported_chain():
+    """B3, second half (287d97ac0321): vma_adjust() clones the importer's own chain -- vma#1's,
+    empty -- instead of the exporter's, gives vma#1 av#1 anyway, and anon_vma_merge() unlinks
+    vma#2: page#1, now mapped through vma#1, is in no vma of av#1's tree (I1)."""
+    out = run(AdjustNoImportClone, PROGRAM_B3_IMPORT, [])
+    assert_finding(
+        out,
+        "invariant-I1",
+        "page#1 is mapped at 0x12000 by vma#1[0x10000-0x14000",
+        "its anon_vma av#1 is not in that vma's chain",
+    )
+    vma1 = out.kernel.vmas[0]
+    assert vma1.anon_vma is out.kernel.anon_vmas[0]
+    assert vma1.anon_vma_chain == ()
+
+
+def test_b3_mainline_imports_the_exporters_chain():
+    out = run(Mainline, PROGRAM_B3_IMPORT, [])
+    assert out.finding is None
+    vma1 = out.kernel.vmas[0]
+    assert [a.anon_vma for a in vma1.anon_vma_chain] == [out.kernel.anon_vmas[0]]
+
+
+#: mprotect case 6: [0x10000, 0x11000) rw and [0x12000, 0x14000) rw with a page (av#1) around a
+#: read-only [0x11000, 0x12000); making the middle rw merges all three into the first vma
+PROGRAM_B3_IMPORT_CASE6 = Program(
+    cpus=1,
+    setup=(
+        Op("mmap", (1, 0x10000, 4, 0)),
+        Op("mprotect", (1, 0x11000, 1, 0)),
+        Op("fault", (1, 0x12000)),
+    ),
+    tasks=(TaskProgram(0, (Op("mprotect", (1, 0x11000, 1, 1)),)),),
+)
+
+
+def test_b3_adjust_without_the_exporter_case_6():
+    out = run(AdjustNoImportClone, PROGRAM_B3_IMPORT_CASE6, [])
+    assert_finding(out, "invariant-I1", "page#1 is mapped at 0x12000 by vma#2[0x10000-0x14000")
+    assert run(Mainline, PROGRAM_B3_IMPORT_CASE6, []).finding is None
+
+
 # ---------------------------------------------------------- B4: per-anon-vma-lock-adjust
 
 #: pid1 faults pfn 1 (av#1) and forks pid2 (vma#2: av#2 -> av#1).  Compaction migrates pfn 1
@@ -189,9 +248,9 @@ PROGRAM_B78 = Program(
     ),
 )
 SCHEDULE_B7 = [
-    # reclaim: trylock_page(pfn 2), page_referenced(): rcu_read_lock, page->mapping = av#2,
-    # page_mapped(): yes
-    (0, 6),
+    # reclaim: isolate_lru_pages() (3 steps), trylock_page(pfn 2), page_referenced():
+    # rcu_read_lock, page->mapping = av#2, page_mapped(): yes
+    (0, 9),
     # pid2 exits: pfn 2 unmapped, av#2's tree empties, av#2 freed (nobody holds av#1)
     (1, 0),
     # pid1's fault: anon_vma_prepare() takes av#2's slot again
@@ -204,7 +263,7 @@ SCHEDULE_B7 = [
 ]
 SCHEDULE_B8 = [
     # reclaim up to page_mapped() in page_lock_anon_vma_read(), as above
-    (0, 6),
+    (0, 9),
     # pid2 exits, av#2 freed
     (1, 0),
     # reclaim reads av#2->root (still av#1, the freed slot's) and trylocks it
@@ -290,14 +349,14 @@ PROGRAM_B18 = Program(
     ),
 )
 SCHEDULE_B18 = [
-    # compaction: lock_page(pfn 2), page_get_anon_vma(): rcu_read_lock, mapping av#2, mapped,
-    # atomic_inc_not_zero(&av#2->refcount)
-    (0, 6),
+    # compaction: isolate_migratepages_range() (4 steps), lock_page(pfn 2),
+    # page_get_anon_vma(): rcu_read_lock, mapping av#2, mapped, atomic_inc_not_zero(&av#2->refcount)
+    (0, 10),
     # pid2 exits: pfn 2 unmapped, av#2's tree empties, its existence reference dropped: ours
     # is the last
     (1, 0),
-    # reclaim of pfn 1 takes av#1 (av#2's root) for read
-    (2, 6),
+    # reclaim of pfn 1 (isolated in 3 steps) takes av#1 (av#2's root) for read
+    (2, 9),
     # page_get_anon_vma(): !page_mapped(), put_anon_vma(av#2) still inside RCU: the last put,
     # __put_anon_vma() -> anon_vma_free() sees the root rwsem locked and does the lock dance
     (0, 3),
@@ -308,14 +367,42 @@ SCHEDULE_B18 = [
 
 def test_b18_put_anon_vma_inside_rcu_sleeps():
     """B18 (3.7, fixed 2014): the last put_anon_vma() in page_get_anon_vma() runs inside the
-    RCU read section, and anon_vma_free()'s down_write() on a contended root sleeps there."""
+    RCU read section; anon_vma_free() would sleep there on the contended root (down_write),
+    and its might_sleep() -- added by the fix -- reports it first."""
     out = run(PutInsideRcu, PROGRAM_B18, SCHEDULE_B18)
     assert_finding(
         out,
         "sleep-in-atomic",
-        "anon_vma_lock_write() calls down_write(av#1.rwsem) in an RCU read-side",
+        "anon_vma_free() calls might_sleep() in an RCU read-side section",
         "(migrate(2))",
     )
+    assert out.result.tasks[2].held  # reclaim holds av#1, the root: down_write() would block
+
+
+#: the same without the reclaim: nobody holds the root, anon_vma_free() would not block
+PROGRAM_B18_UNCONTENDED = Program(
+    cpus=2,
+    setup=PROGRAM_B18.setup,
+    tasks=PROGRAM_B18.tasks[:2],
+)
+SCHEDULE_B18_UNCONTENDED = [
+    # compaction: isolate, lock_page, page_get_anon_vma() up to atomic_inc_not_zero()
+    (0, 10),
+    # pid2 exits: its put of av#2 leaves ours the last
+    (1, 0),
+    # !page_mapped(): put_anon_vma() inside RCU frees av#2
+    (0, 0),
+]
+
+
+def test_b18_might_sleep_reports_the_uncontended_put():
+    """might_sleep() makes the bug visible on every last put inside RCU, not only when the
+    root rwsem happens to be held (what the Trinity report of 2014 needed)."""
+    out = run(PutInsideRcu, PROGRAM_B18_UNCONTENDED, SCHEDULE_B18_UNCONTENDED)
+    assert_finding(
+        out, "sleep-in-atomic", "anon_vma_free() calls might_sleep() in an RCU read-side"
+    )
+    assert run(Mainline, PROGRAM_B18_UNCONTENDED, SCHEDULE_B18_UNCONTENDED).finding is None
 
 
 def test_b18_mainline_puts_after_rcu_read_unlock():
@@ -328,6 +415,7 @@ def test_b18_mainline_puts_after_rcu_read_unlock():
 SCENARIOS = {
     "b1": (PrepareNolock, PROGRAM_B1, []),
     "b3": (ReuseNonsingular, PROGRAM_B3, []),
+    "b3-import": (AdjustNoImportClone, PROGRAM_B3_IMPORT, []),
     "b4": (PerAnonVmaLockAdjust, PROGRAM_B4, SCHEDULE_B4),
     "b7": (PlaNoRecheck, PROGRAM_B78, SCHEDULE_B7),
     "b8": (PlaRefcountCheck, PROGRAM_B78, SCHEDULE_B8),

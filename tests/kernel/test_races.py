@@ -14,8 +14,10 @@ tasks slept on the root anon_vma rwsem the other held -- the serialisation the b
 give up.
 
 Task 0 is always the walker (compaction's migrate, or move_pages under mmap_sem read), task 1
-the writer of the anon_vma tree or of the vma geometry.  Page frames are numbered in fault
-order: pfn 1 is the first page faulted in the setup.
+the writer of the anon_vma tree or of the vma geometry. The walker's first run includes the 4
+steps that isolate the page from the LRU (isolate_migratepages_range() or isolate_lru_page():
+peek, lru_lock, test-and-clear PageLRU, unlock), which the comments do not repeat. Page frames
+are numbered in fault order: pfn 1 is the first page faulted in the setup.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ SCHEDULE_SIBLING_FORK = [
     # try_to_unmap() puts migration entries in pid1 and pid2, move_to_new_page() enters
     # remove_migration_ptes() -> rmap_walk_anon(): it has read page->index and is about to
     # call anon_vma_interval_tree_iter_first() -- without anon_vma_lock_read()
-    (0, 57),
+    (0, 61),
     # pid2 forks: dup_mmap() -> anon_vma_fork() -> anon_vma_clone() takes av#1's rwsem for
     # write and stops inside anon_vma_interval_tree_insert() of pid3's avc into av#1's tree,
     # just after marking it busy (rotations in progress)
@@ -137,7 +139,7 @@ SCHEDULE_SIBLING_FORK_UNMAP = [
     # compaction: lock_page, pin av#1, then the RFC's try_to_unmap_anon() (page_lock_anon_vma
     # returns the anon_vma unlocked for TTU_MIGRATION) has read page->index: next is
     # anon_vma_interval_tree_iter_first()
-    (0, 14),
+    (0, 18),
     # pid2 forks, as above, up to the busy mark of anon_vma_interval_tree_insert()
     (1, 17),
     # try_to_unmap_anon() reads the tree mid-rebalance
@@ -209,7 +211,7 @@ SCHEDULE_SIBLING_EXIT = [
     # compaction: migration entries in pid1 and pid2; remove_migration_ptes()'s lockless walk
     # restored pid1's pte and anon_vma_interval_tree_iter_next() returned avc#2 (pid2's vma):
     # the walker holds a bare pointer to avc#2, no lock, no reference
-    (0, 76),
+    (0, 80),
     # pid2 exits, nothing stops it: exit_mmap() zaps its migration entry, unlink_anon_vmas()
     # takes avc#2 out of av#1's tree and frees it (av#1 is not empty), frees av#2, vma#2, mm#2
     (1, 0),
@@ -258,7 +260,7 @@ SCHEDULE_STACK_GROWTH_MISS = [
     # move_pages: down_read(mmap_sem), follow_page, lock_page, pin av#1, lockless
     # try_to_unmap() installs the migration entry at 0x13000; move_to_new_page() enters
     # rmap_walk_anon() and is about to call anon_vma_interval_tree_iter_first()
-    (0, 51),
+    (0, 55),
     # T1: down_read(mmap_sem) (shared with T0), expand_downwards() takes av#1's rwsem for
     # write, anon_vma_interval_tree_pre_update_vma() has taken the stack's avc out of the tree;
     # vm_start and vm_pgoff are not written yet
@@ -270,7 +272,7 @@ SCHEDULE_STACK_GROWTH_MISS = [
 SCHEDULE_STACK_GROWTH_TORN = [
     # move_pages as above, but remove_migration_ptes()'s walk got vma#1 and vma_address()
     # has read vm_start = 0x12000
-    (0, 55),
+    (0, 59),
     # T1: expand_downwards(): pre_update, vm_start = 0x11000, vm_pgoff = 0x11
     (1, 18),
     # vma_address() reads the new vm_pgoff with the old vm_start
@@ -345,7 +347,7 @@ PROGRAM_MUNMAP_SPLIT = Program(
 SCHEDULE_MUNMAP_SPLIT_TORN = [
     # compaction: migration entry at 0x12000, remove_migration_ptes()'s lockless walk got
     # vma#1 and vma_address() has read vm_start = 0x10000
-    (0, 44),
+    (0, 48),
     # munmap: __split_vma() clones vma#2 = [0x10000, 0x11000) into av#1's tree, vma_adjust()
     # takes av#1's rwsem, pre_update, writes vm_start = 0x11000, vm_end, vm_pgoff = 0x11
     (1, 27),
@@ -355,7 +357,7 @@ SCHEDULE_MUNMAP_SPLIT_TORN = [
 
 SCHEDULE_MUNMAP_SPLIT_MISS = [
     # compaction up to rmap_walk_anon(), about to call anon_vma_interval_tree_iter_first()
-    (0, 40),
+    (0, 44),
     # munmap: vma#2 cloned into the tree, vma_adjust()'s pre_update has taken vma#1's avc out:
     # the tree holds only avc#2, which covers index 0x10 only
     (1, 24),
@@ -425,7 +427,7 @@ SCHEDULE_CHILD_PAGE_FORK = [
     # compaction of pfn 2: try_to_unmap under av#2's rwsem (the 2.6.34 rule: lock
     # page_anon_vma(page) itself), move_to_new_page(), rmap_walk_anon() has taken av#2's rwsem
     # for read and is about to call anon_vma_interval_tree_iter_first() on av#2's tree
-    (0, 44),
+    (0, 48),
     # pid2 forks: anon_vma_clone() locks the root av#1 for write (lock_anon_vma_root), inserts
     # pid3's avc into av#1's tree, then stops inside the insert into av#2's tree (busy)
     (1, 26),
@@ -446,7 +448,7 @@ PROGRAM_CHILD_PAGE_SPLIT = Program(
 SCHEDULE_CHILD_PAGE_SPLIT = [
     # compaction of pfn 2: try_to_unmap_anon() holds av#2's rwsem for read and
     # anon_vma_interval_tree_iter_first() has returned avc#3 (vma#2, [0x10000, 0x14000))
-    (0, 17),
+    (0, 21),
     # pid2's mprotect: split_vma() clones vma#3 = [0x11000, 0x14000) into av#1's and av#2's
     # trees, vma_adjust() (under the root av#1's rwsem) has shrunk vma#2 to [0x10000, 0x11000)
     (1, 37),
