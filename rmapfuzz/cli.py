@@ -78,12 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--explorer",
-        default="hypothesis",
-        choices=["hypothesis", "random", "pct"],
+        default=None,
+        choices=["hypothesis", "random", "pct", "portfolio"],
         help="hypothesis: the state machine, shrinking the finding (default); "
         "random: seeded random programs and schedules, no shrinking; "
         "pct: the random explorer's programs under PCT priority scheduling (d-1 random "
-        "change points), no shrinking",
+        "change points, d deepening from 2 to --pct-depth), no shrinking; "
+        "portfolio: hypothesis, pct and random mixed (worker w of --workers runs the "
+        "(w mod 3)-th; one process takes rounds of 200 examples with each in turn; the "
+        "default of --workers jobs)",
+    )
+    f.add_argument(
+        "--pct-depth",
+        type=int,
+        default=None,
+        metavar="D",
+        help="pct: the maximum depth d, 1..8; examples deepen from d=2 to D in rounds of 50, "
+        "then start over (default 4)",
+    )
+    f.add_argument(
+        "--pct-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help="pct: change points fall after the j-th event of a task, j uniform in 1..K "
+        "(PCT's k; default: the task's estimated count of that event)",
     )
     f.add_argument("--seed", type=int, default=0, help="seed of the exploration (default 0)")
     f.add_argument(
@@ -279,6 +298,13 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     _positive("--cpus", args.cpus, 1, 8)
     _positive("--max-examples", args.max_examples)
     _positive("--workers", args.workers, 1, 64)
+    _positive("--pct-depth", args.pct_depth, 1, 8)
+    _positive("--pct-steps", args.pct_steps, 1, 1_000_000)
+    if args.explorer is None:
+        args.explorer = "portfolio" if args.workers else "hypothesis"
+    for name, value in (("--pct-depth", args.pct_depth), ("--pct-steps", args.pct_steps)):
+        if value is not None and args.explorer not in ("pct", "portfolio"):
+            raise UsageError(f"{name} needs --explorer pct or portfolio, not {args.explorer}")
     time_limit = parse_duration(args.time) if args.time is not None else None
     if time_limit is None and args.max_examples is None:
         time_limit = 60.0
@@ -298,10 +324,13 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         corpus_dir=None if args.no_save else Path(args.corpus),
         database=Path(args.database) if args.workers else None,
         keep_going=args.keep_going,
+        pct_depth=args.pct_depth,
+        pct_steps=args.pct_steps,
     )
     if args.workers:
         res = run_workers(spec, args.workers, progress=not args.json)
         outcome = _outcome_of(res.saved[0], variant) if res.saved else None
+        _credit_saved(res)
     else:
         res = run_rounds(spec, args.seed)
         outcome = res.first
@@ -319,7 +348,11 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         "failure": None,
         "trace": None,
         "saved": res.saved[0] if res.saved else None,
-        "findings": [{"signature": sig, "saved": path} for sig, path in res.findings],
+        "findings": [
+            {"signature": sig, "saved": path, "explorer": res.explorers.get(sig)}
+            for sig, path in res.findings
+        ],
+        "found_by": res.explorers.get(res.findings[0][0]) if res.findings else None,
         "interrupted": res.interrupted,
     }
     if outcome is not None:
@@ -339,6 +372,15 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     if res.signatures:
         return EXIT_FINDING
     return 130 if res.interrupted else EXIT_CLEAN
+
+
+def _credit_saved(res: Any) -> None:
+    """Workers racing to one signature keep the smaller reproducer: credit its explorer."""
+    from rmapfuzz import corpus
+
+    for sig, path in res.findings:
+        if path:
+            res.explorers[sig] = corpus.load(path)["explorer"]
 
 
 def _outcome_of(path: str, variant: Any) -> Any:
@@ -362,7 +404,10 @@ def _print_finding(label: str, outcome: Any, res: Any, summary: dict[str, Any]) 
         "program": outcome.program.to_json(),
         "schedule": [list(d) for d in r.decisions],
     }
-    print(f"rmapfuzz: {label}: {f.kind} after {res.examples} examples ({res.elapsed_s:.1f}s)")
+    print(
+        f"rmapfuzz: {label}: {f.kind} after {res.examples} examples ({res.elapsed_s:.1f}s, "
+        f"found by the {summary['found_by']} explorer)"
+    )
     print(outcome.program.describe())
     print(
         f"schedule: {' '.join(f'({t},{n})' for t, n in r.decisions)}"

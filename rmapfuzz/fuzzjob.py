@@ -1,8 +1,11 @@
 """Fuzz jobs: one explorer in this process, or N worker processes sharing a corpus and a
 Hypothesis database, with a live progress line, clean Ctrl-C, and --keep-going.
 
-Worker ``w`` uses seed ``seed + w``; explorers check the stop signal between programs (the
-Hypothesis machine before each of its programs, even while Hypothesis shrinks).  Every finding
+Worker ``w`` uses seed ``seed + w``; in a ``portfolio`` job it runs explorer
+``PORTFOLIO[w % 3]``, and a single-process portfolio run takes rounds of
+:data:`PORTFOLIO_ROUND` examples with each explorer in turn.  Explorers check the stop signal
+between programs (the Hypothesis machine before each of its programs, even while Hypothesis
+shrinks).  Every finding
 is written to the corpus the moment it is made (atomically), so an interrupted job loses
 nothing.
 """
@@ -26,6 +29,22 @@ from rmapfuzz.explore.random import Exploration
 from rmapfuzz.kernel.variants import load_variant
 from rmapfuzz.runner import Outcome
 
+#: the explorers a ``portfolio`` job mixes, in order
+PORTFOLIO = ("hypothesis", "pct", "random")
+#: examples per round of a single-process portfolio run
+PORTFOLIO_ROUND = 200
+
+
+def portfolio_explorer(seed: int, rnd: int) -> str:
+    """The explorer of round ``rnd`` of a single-process portfolio run of ``seed``: the
+    portfolio in turn, starting at ``PORTFOLIO[seed % 3]``."""
+    return PORTFOLIO[(seed + rnd) % len(PORTFOLIO)]
+
+
+def worker_explorer(explorer: str, wid: int) -> str:
+    """The explorer worker ``wid`` runs in a job of ``explorer``."""
+    return PORTFOLIO[wid % len(PORTFOLIO)] if explorer == "portfolio" else explorer
+
 
 @attrs.frozen
 class JobSpec:
@@ -40,6 +59,8 @@ class JobSpec:
     corpus_dir: Path | None = None
     database: Path | None = None
     keep_going: bool = False
+    pct_depth: int | None = None  # the pct explorer's maximum depth (None: its MAX_DEPTH)
+    pct_steps: int | None = None  # the pct explorer's bound on j (None: per-operation)
 
 
 @attrs.define
@@ -51,6 +72,8 @@ class JobResult:
     first: Outcome | None = None
     first_seed: int | None = None
     findings: list[tuple[str, str | None]] = attrs.field(factory=list)  # (signature, file)
+    #: signature -> the explorer that found it
+    explorers: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def signatures(self) -> list[str]:
@@ -70,6 +93,7 @@ class JobResult:
 
 def _explore(
     spec: JobSpec,
+    explorer: str,
     seed: int,
     time_limit: float | None,
     max_examples: int | None,
@@ -78,12 +102,27 @@ def _explore(
     progress: Callable[[Exploration], None],
 ) -> Exploration:
     variant = load_variant(spec.variant)
-    if spec.explorer in ("random", "pct"):
+    if explorer == "pct":
         from rmapfuzz.explore.generate import GenSettings
-        from rmapfuzz.explore.pct import explore_pct
+        from rmapfuzz.explore.pct import MAX_DEPTH, explore_pct
+
+        return explore_pct(
+            variant,
+            seed=seed,
+            settings=GenSettings(cpus=spec.cpus),
+            knobs=spec.knobs,
+            max_examples=max_examples,
+            time_limit=time_limit,
+            should_stop=should_stop,
+            progress=progress,
+            max_depth=spec.pct_depth or MAX_DEPTH,
+            steps=spec.pct_steps,
+        )
+    if explorer == "random":
+        from rmapfuzz.explore.generate import GenSettings
         from rmapfuzz.explore.random import explore_random
 
-        return (explore_pct if spec.explorer == "pct" else explore_random)(
+        return explore_random(
             variant,
             seed=seed,
             settings=GenSettings(cpus=spec.cpus),
@@ -110,8 +149,8 @@ def _explore(
     )
 
 
-def _save(spec: JobSpec, outcome: Outcome, seed: int) -> tuple[str, str | None]:
-    repro = corpus.record(spec.label, spec.knobs, outcome, explorer=spec.explorer, seed=seed)
+def _save(spec: JobSpec, explorer: str, outcome: Outcome, seed: int) -> tuple[str, str | None]:
+    repro = corpus.record(spec.label, spec.knobs, outcome, explorer=explorer, seed=seed)
     path = None
     if spec.corpus_dir is not None:
         path = str(corpus.save(repro, spec.corpus_dir))
@@ -131,7 +170,10 @@ def run_rounds(
     """Explore until the time or example budget is spent, a finding is made (with keep_going:
     go on with the next round, seeded ``seed + 1000 * round``), or ``should_stop()``.
 
-    Rounds end only at findings, so a run is deterministic for its seed whatever the budget."""
+    Rounds end only at findings, so a run is deterministic for its seed whatever the budget;
+    a portfolio run's rounds also end after :data:`PORTFOLIO_ROUND` examples, the next round
+    taking the next explorer (:func:`portfolio_explorer`)."""
+    mixed = spec.explorer == "portfolio"
     res = JobResult()
     t0 = time.perf_counter()
     rnd = 0
@@ -143,6 +185,9 @@ def run_rounds(
         if n_left is not None and n_left <= 0:
             break
         round_seed = seed + 1_000 * rnd
+        explorer = portfolio_explorer(seed, rnd) if mixed else spec.explorer
+        if mixed:
+            n_left = PORTFOLIO_ROUND if n_left is None else min(n_left, PORTFOLIO_ROUND)
         seen = [0, 0]
 
         def progress(ex: Exploration, seen: list[int] = seen) -> None:
@@ -150,20 +195,23 @@ def run_rounds(
                 report(ex.examples - seen[0], ex.steps - seen[1], [])
             seen[0], seen[1] = ex.examples, ex.steps
 
-        ex = _explore(spec, round_seed, left, n_left, rnd == 0, should_stop, progress)
+        ex = _explore(spec, explorer, round_seed, left, n_left, rnd == 0, should_stop, progress)
         rnd += 1
         res.examples += ex.examples
         res.steps += ex.steps
         new: list[tuple[str, str | None]] = []
         if ex.outcome is not None:
-            sig, path = _save(spec, ex.outcome, round_seed)
+            sig, path = _save(spec, explorer, ex.outcome, round_seed)
             if res.first is None:
                 res.first, res.first_seed = ex.outcome, round_seed
             if res.add(sig, path):
+                res.explorers[sig] = explorer
                 new.append((sig, path))
         if report is not None:
             report(ex.examples - seen[0], ex.steps - seen[1], new)
-        if ex.outcome is None or not spec.keep_going:
+        if ex.outcome is not None and not spec.keep_going:
+            break
+        if ex.outcome is None and (not mixed or ex.examples == 0):
             break
     res.elapsed_s = time.perf_counter() - t0
     return res
@@ -183,9 +231,10 @@ def _worker(spec: JobSpec, wid: int, stop: Any, out: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, interrupt_once)
+    spec = attrs.evolve(spec, explorer=worker_explorer(spec.explorer, wid))
 
     def report(examples: int, steps: int, new: list[tuple[str, str | None]]) -> None:
-        out.put(("progress", wid, examples, steps, new))
+        out.put(("progress", wid, examples, steps, new, spec.explorer))
 
     try:
         res = run_rounds(spec, spec.seed + wid, should_stop=stop.is_set, report=report)
@@ -247,8 +296,10 @@ def _run_workers(spec: JobSpec, workers: int, *, progress: bool) -> JobResult:
                     res.examples += a
                     res.steps += b
                     for sig, path in rest[0]:
-                        if res.add(sig, path) and progress:
-                            print(f"\rfinding: {sig} -> {path}", file=sys.stderr)
+                        if res.add(sig, path):
+                            res.explorers[sig] = rest[1]
+                            if progress:
+                                print(f"\rfinding: {sig} -> {path}", file=sys.stderr)
                     if rest[0] and not spec.keep_going:
                         stop.set()
                 elif kind == "error":
@@ -279,7 +330,8 @@ def _run_workers(spec: JobSpec, workers: int, *, progress: bool) -> JobResult:
                 res.examples += msg[2]
                 res.steps += msg[3]
                 for sig, path in msg[4]:
-                    res.add(sig, path)
+                    if res.add(sig, path):
+                        res.explorers[sig] = msg[5]
         signal.signal(signal.SIGINT, previous)
     finally:
         stop.set()

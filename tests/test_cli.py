@@ -51,6 +51,21 @@ def test_fuzz_lockless_walk_finds_the_race(capsys):
     assert "FINDING" in out and "cpu0" in out and ">>" in out
 
 
+def test_pct_options_reach_the_explorer_and_the_summary_names_it(capsys):
+    """--explorer pct with --pct-depth/--pct-steps finds lockless-walk, the same twice; the
+    summary credits pct."""
+    args = ("fuzz", "--variant", "lockless-walk", "--explorer", "pct", "--pct-depth", "2",
+            "--pct-steps", "40", "--seed", "1", "--max-examples", "3000", "--no-save", "--json")
+    code, out, _ = run(capsys, *args)
+    assert code == 1
+    s = last_json(out)
+    assert s["explorer"] == "pct" and s["found_by"] == "pct"
+    assert s["findings"][0]["explorer"] == "pct" and "found by the pct explorer" in out
+    assert s["trace"]["preemptions"] >= 1
+    again = last_json(run(capsys, *args)[1])
+    assert (again["trace"], again["examples"]) == (s["trace"], s["examples"])
+
+
 @pytest.mark.parametrize(
     "explorer, variant, seed", [("random", "page-anon-vma-lock", "1"),
                                 ("hypothesis", "lockless-walk", "1")],
@@ -99,6 +114,12 @@ def test_fuzz_mainline_reports_no_finding_with_counts(capsys, tmp_path, explorer
         (("fuzz", "--cpus", "9"), "--cpus"),
         (("fuzz", "--time", "soon"), "--time"),
         (("fuzz", "--max-examples", "0"), "--max-examples"),
+        (("fuzz", "--explorer", "pct", "--pct-depth", "0"), "--pct-depth"),
+        (("fuzz", "--explorer", "pct", "--pct-depth", "9"), "--pct-depth"),
+        (("fuzz", "--explorer", "pct", "--pct-steps", "0"), "--pct-steps"),
+        (("fuzz", "--explorer", "random", "--pct-depth", "3"), "--pct-depth"),
+        (("fuzz", "--pct-steps", "5"), "--pct-steps"),
+        (("fuzz", "--explorer", "nope"), "invalid choice"),
         (("fuzz", "--variant", "linus-2012", "--knob", "nonsense=yes"), "no knob"),
         (("fuzz", "--variant", "linus-2012", "--knob", "require_mmap_sem"), "name=value"),
         (("fuzz", "--bogus"), "unrecognized"),

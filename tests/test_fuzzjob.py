@@ -11,9 +11,19 @@ import sys
 import time
 from pathlib import Path
 
-from rmapfuzz import corpus
+import attrs
+
+from rmapfuzz import corpus, fuzzjob
 from rmapfuzz.cli import main
-from rmapfuzz.fuzzjob import JobSpec, run_rounds
+from rmapfuzz.explore.random import Exploration
+from rmapfuzz.fuzzjob import (
+    PORTFOLIO,
+    PORTFOLIO_ROUND,
+    JobSpec,
+    portfolio_explorer,
+    run_rounds,
+    worker_explorer,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -143,3 +153,63 @@ def test_a_second_run_resumes_from_the_database(tmp_path):
         f["signature"] for f in first["findings"]
     ]
     assert second["trace"]["ops"] <= first["trace"]["ops"]
+
+
+def test_portfolio_rounds_take_each_explorer_in_turn(monkeypatch):
+    """A single-process portfolio run: rounds of PORTFOLIO_ROUND examples, the explorers in
+    turn from PORTFOLIO[seed % 3], round seeds seed + 1000 * round, the budget respected."""
+    calls: list[tuple[str, int, int | None]] = []
+
+    def fake(spec, explorer, seed, left, n_left, reuse, should_stop, progress):
+        calls.append((explorer, seed, n_left))
+        return Exploration(examples=n_left or 0)
+
+    monkeypatch.setattr(fuzzjob, "_explore", fake)
+    spec = JobSpec(variant="mainline", label="mainline", knobs={}, explorer="portfolio",
+                   max_examples=2 * PORTFOLIO_ROUND * 3 + 7)  # fmt: skip
+    res = run_rounds(spec, 4)
+    n = PORTFOLIO_ROUND
+    assert [c[0] for c in calls] == [PORTFOLIO[(4 + r) % 3] for r in range(7)]
+    assert [c[1] for c in calls] == [4 + 1000 * r for r in range(7)]
+    assert [c[2] for c in calls] == [n] * 6 + [7]
+    assert res.examples == spec.max_examples
+    assert [portfolio_explorer(0, r) for r in range(4)] == ["hypothesis", "pct", "random",
+                                                            "hypothesis"]  # fmt: skip
+    assert [worker_explorer("portfolio", w) for w in range(4)] == [*PORTFOLIO, PORTFOLIO[0]]
+    assert worker_explorer("random", 5) == "random"
+
+
+def test_portfolio_finds_lockless_walk_and_names_its_explorer(tmp_path, monkeypatch):
+    """Short rounds, so the explorers alternate before the finding: the finding is credited
+    to the explorer of its round, in the result and in the corpus file, the same every run."""
+    monkeypatch.setattr(fuzzjob, "PORTFOLIO_ROUND", 40)
+    spec = JobSpec(variant="lockless-walk", label="lockless-walk", knobs={},
+                   explorer="portfolio", max_examples=3000)  # fmt: skip
+    results = []
+    for d in ("a", "b"):
+        res = run_rounds(attrs.evolve(spec, corpus_dir=tmp_path / d), 2)
+        assert res.first is not None, "lockless-walk not found"
+        ((sig, path),) = res.findings
+        who = res.explorers[sig]
+        assert corpus.load(path)["explorer"] == who
+        # seed 2 starts with random; the finding's round is the one its explorer had
+        rnd = (res.first_seed - 2) // 1000
+        assert who == portfolio_explorer(2, rnd)
+        assert rnd >= 1, "found in the first round: the alternation is untested"
+        results.append((sig, who, res.first_seed, res.examples, res.first.decisions))
+    assert results[0] == results[1]
+
+
+def test_workers_default_to_the_portfolio(tmp_path):
+    """A --workers job without --explorer is a portfolio; the summary names the explorer of the
+    worker whose reproducer was kept, as does its corpus file."""
+    p = rmapfuzz("fuzz", "--workers", "2", "--max-examples", "3000", "--variant",
+                 "lockless-walk", "--corpus", "T", "--database", "D", "--json",
+                 cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 1, p.stderr[-2000:]
+    s = json.loads(p.stdout.strip().splitlines()[-1])
+    assert s["explorer"] == "portfolio"
+    assert s["found_by"] in PORTFOLIO[:2]  # worker 0 or 1
+    assert s["findings"][0]["explorer"] == s["found_by"]
+    assert corpus.load(tmp_path / s["saved"])["explorer"] == s["found_by"]
+    assert f"found by the {s['found_by']} explorer" in p.stdout

@@ -27,14 +27,19 @@ Three departures from the paper, each keeping a bound of the same form:
   again before a task that has not started (B8: reclaim between exit and the fault that
   reuses the slot) need the other order.  The bound is divided by ``(d - 1)!``.
 
-Depth ``d`` is drawn per example from 2..:data:`MAX_DEPTH`.  Example ``i`` of seed ``s`` draws
-its program and its schedule from ``random.Random(s * 1_000_003 + i)`` as the random explorer
-does (so the program is the random explorer's example ``i``); the decisions taken are recorded
-and replay byte for byte with :func:`rmapfuzz.runner.execute`.
+The explorer deepens iteratively: example ``i`` runs at depth :func:`depth_of` ``(i)``, rounds
+of :data:`DEEPEN_ROUND` examples at ``d = 2``, then ``d = 3``, ... up to the maximum depth
+(:data:`MAX_DEPTH` unless given), then over again, so cheap shallow bugs come first and a run
+never stays at one depth.  ``k``, the bound on ``j``, is the task's estimate unless given.
+Example ``i`` of seed ``s`` draws its program and its schedule from
+``random.Random(s * 1_000_003 + i)`` as the random explorer does (so the program is the random
+explorer's example ``i``): a pure function of ``(s, i)`` and the options; the decisions taken
+are recorded and replay byte for byte with :func:`rmapfuzz.runner.execute`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable
@@ -58,6 +63,8 @@ from rmapfuzz.program import Program
 from rmapfuzz.runner import Outcome, _call
 
 MAX_DEPTH = 4
+#: examples per depth in one pass of the iterative deepening (:func:`depth_of`)
+DEEPEN_ROUND = 50
 #: per operation, roughly 1.3 x the median over generated programs run alone on mainline of:
 #: atomic steps, lock releases, stores (and read-modify-writes), steps inside an RCU read-side
 #: section.  Only where change points fall: a wrong estimate lowers the odds, it never makes a
@@ -128,13 +135,28 @@ class PctPlan:
 MORE = 0.8
 
 
-def draw_plan(choices: Choices, program: Program, depth: int | None = None) -> PctPlan:
+def depth_of(index: int, max_depth: int = MAX_DEPTH, per_depth: int | None = None) -> int:
+    """The depth of example ``index`` under iterative deepening: ``per_depth`` (default
+    :data:`DEEPEN_ROUND`) examples at ``d = 2``, then at ``d = 3``, ... up to ``max_depth``,
+    then over again (``max_depth`` 1: always 1, no change point)."""
+    if per_depth is None:
+        per_depth = DEEPEN_ROUND
+    if max_depth < 1 or per_depth < 1:
+        raise ValueError(f"max_depth and per_depth must be >= 1, got {max_depth}, {per_depth}")
+    lo = min(2, max_depth)
+    return lo + (index // per_depth) % (max_depth - lo + 1)
+
+
+def draw_plan(
+    choices: Choices, program: Program, depth: int | None = None, *, steps: int | None = None
+) -> PctPlan:
     """Priorities and change points for ``program`` drawn from ``choices``.
 
     ``depth`` gives ``depth - 1`` change points; without it each change point is drawn after a
     "one more?" flag, in a group of its own (up to ``MAX_DEPTH - 1``), so that a shrinker
     deletes one to remove a preemption.  Per change point: the task, the class (among those the
-    task has events of), ``j`` uniform up to the task's estimate.  Then the order of the low
+    task has events of), ``j`` uniform up to the task's estimate (up to ``steps`` when given:
+    PCT's ``k``).  Then the order of the low
     priorities (one choice; identity first), then the order of the initial priorities (one
     choice; identity, task 0 highest, first).  Everything is drawn from ``choices`` and
     ``program`` alone, never from a run."""
@@ -147,7 +169,7 @@ def draw_plan(choices: Choices, program: Program, depth: int | None = None) -> P
                 break
             t = choices.integer(0, n - 1)
             k = choices.choice([k for k in range(len(CLASSES)) if est[t][k]])
-            points.append((t, k, choices.integer(1, est[t][k])))
+            points.append((t, k, choices.integer(1, est[t][k] if steps is None else steps)))
     lows = _permutation(choices, len(points))
     order = _permutation(choices, n)
     top = len(points) + n
@@ -214,16 +236,18 @@ def execute_pct(
     *,
     knobs: dict[str, Any] | None = None,
     depth: int | None = None,
+    steps: int | None = None,
     max_steps: int = 200_000,
 ) -> Outcome:
-    """:func:`rmapfuzz.runner.execute` under a :class:`PctScheduler` drawn from ``rng``."""
+    """:func:`rmapfuzz.runner.execute` under a :class:`PctScheduler` drawn from ``rng``
+    (``depth`` None: drawn from 2..:data:`MAX_DEPTH`; ``steps``: see :func:`draw_plan`)."""
     kernel = variant(**(knobs or {}))
     kernel.boot()
     oracles = default_oracles(kernel)
     engine = Engine(ncpus=program.cpus, observers=oracles, max_steps=max_steps)
     if depth is None:
         depth = rng.randint(2, MAX_DEPTH)
-    scheduler = PctScheduler(draw_plan(RngChoices(rng), program, depth), engine)
+    scheduler = PctScheduler(draw_plan(RngChoices(rng), program, depth, steps=steps), engine)
     tasks = [
         (t.cpu, f"task{i}", [_call(kernel, op) for op in t.ops])
         for i, t in enumerate(program.tasks)
@@ -242,11 +266,17 @@ def run_example_pct(
     index: int,
     settings: GenSettings,
     knobs: dict[str, Any] | None = None,
+    *,
+    max_depth: int = MAX_DEPTH,
+    steps: int | None = None,
 ) -> Outcome:
-    """Example ``index`` of ``seed``: the random explorer's program, a PCT schedule."""
+    """Example ``index`` of ``seed``: the random explorer's program, a PCT schedule of depth
+    :func:`depth_of` ``(index, max_depth)``."""
     rng = example_rng(seed, index)
     program = generate(RngChoices(rng), with_focus(settings, variant))
-    return execute_pct(variant, program, rng, knobs=knobs)
+    return execute_pct(
+        variant, program, rng, knobs=knobs, depth=depth_of(index, max_depth), steps=steps
+    )
 
 
 def explore_pct(
@@ -259,10 +289,17 @@ def explore_pct(
     time_limit: float | None = None,
     progress: Callable[[Exploration], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_depth: int = MAX_DEPTH,
+    steps: int | None = None,
 ) -> Exploration:
     """Run examples 0, 1, ... until a finding, ``max_examples``, ``time_limit`` seconds or
-    ``should_stop()`` (the loop of :func:`rmapfuzz.explore.random.explore_random`)."""
+    ``should_stop()`` (the loop of :func:`rmapfuzz.explore.random.explore_random`), deepening
+    up to ``max_depth``, ``j`` bounded by ``steps`` when given."""
+    depth_of(0, max_depth)  # a bad max_depth fails before anything runs
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    run = functools.partial(run_example_pct, max_depth=max_depth, steps=steps)
     return explore_random(
         variant, seed=seed, settings=settings, knobs=knobs, max_examples=max_examples,
-        time_limit=time_limit, progress=progress, should_stop=should_stop, run=run_example_pct,
+        time_limit=time_limit, progress=progress, should_stop=should_stop, run=run,
     )  # fmt: skip

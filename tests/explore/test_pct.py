@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from rmapfuzz.engine import Engine
 from rmapfuzz.engine import events as ev
+from rmapfuzz.explore import pct
 from rmapfuzz.explore.generate import GenSettings
 from rmapfuzz.explore.pct import (
+    DEEPEN_ROUND,
     PctScheduler,
+    depth_of,
     draw_plan,
     execute_pct,
     explore_pct,
@@ -123,3 +128,65 @@ def test_finds_b7_on_its_program_and_mainline_stays_clean():
 def test_explore_pct_stops_at_max_examples():
     ex = explore_pct(Mainline, seed=2, settings=GenSettings(), max_examples=30)
     assert ex.examples == 30 and ex.outcome is None
+
+
+def test_deepening_visits_depths_in_rounds_then_starts_over():
+    """Rounds of DEEPEN_ROUND examples at d = 2, 3, ... up to the maximum, then over again."""
+    n = DEEPEN_ROUND
+    assert [depth_of(i) for i in range(4 * n)] == [2] * n + [3] * n + [4] * n + [2] * n
+    assert [depth_of(i, 3, per_depth=2) for i in range(6)] == [2, 2, 3, 3, 2, 2]
+    assert {depth_of(i, 2) for i in range(3 * n)} == {2}
+    assert {depth_of(i, 1) for i in range(3 * n)} == {1}
+    with pytest.raises(ValueError):
+        depth_of(0, 0)
+
+
+def test_examples_run_at_their_scheduled_depth_deterministically(monkeypatch):
+    """explore_pct runs example i at depth_of(i, max_depth) with the given k, and the same seed
+    gives the same depths, programs and decisions."""
+    calls: list[tuple[int | None, int | None]] = []
+    real = pct.execute_pct
+
+    def spy(variant, program, rng, **kw):
+        calls.append((kw["depth"], kw["steps"]))
+        return real(variant, program, rng, **kw)
+
+    monkeypatch.setattr(pct, "execute_pct", spy)
+    monkeypatch.setattr(pct, "DEEPEN_ROUND", 3)
+    runs = []
+    for _ in range(2):
+        calls.clear()
+        outs = [
+            run_example_pct(Mainline, 7, i, GenSettings(), max_depth=3, steps=9) for i in range(8)
+        ]
+        runs.append([(o.program, o.decisions) for o in outs])
+        assert calls == [(depth_of(i, 3), 9) for i in range(8)]
+    assert runs[0] == runs[1]
+    assert {d for d, _ in calls} == {2, 3}
+
+
+def test_plan_depth_and_step_bound():
+    """A plan of depth d has d - 1 change points; with steps=K every j is in 1..K, while the
+    per-operation estimates give larger j."""
+    big = []
+    for seed in range(100):
+        plan = draw_plan(RngChoices(random.Random(seed)), PROGRAM_B78, 4, steps=3)
+        assert plan.depth == 4
+        assert all(1 <= j <= 3 for _, _, j, _ in plan.changes)
+        free = draw_plan(RngChoices(random.Random(seed)), PROGRAM_B78, 4)
+        big += [j for _, _, j, _ in free.changes if j > 3]
+    assert big
+
+
+def test_step_bound_runs_replay():
+    for seed in range(10):
+        out = execute_pct(PlaNoRecheck, PROGRAM_B78, random.Random(seed), depth=3, steps=4)
+        again = execute(PlaNoRecheck, PROGRAM_B78, out.decisions)
+        assert [repr(e) for e in again.result.trace] == [repr(e) for e in out.result.trace]
+
+
+def test_explore_pct_rejects_impossible_options():
+    with pytest.raises(ValueError):
+        explore_pct(Mainline, seed=0, settings=GenSettings(), max_examples=1, max_depth=0)
+    with pytest.raises(ValueError):
+        explore_pct(Mainline, seed=0, settings=GenSettings(), max_examples=1, steps=0)
