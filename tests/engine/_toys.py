@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rmapfuzz.engine import Engine, OpCall, ReplayScheduler, RunResult
 from rmapfuzz.engine import events as ev

@@ -175,7 +175,7 @@ def test_rwsem_writer_excludes_readers_exhaustive():
 
     results = explore_all(build)
     both_readers = False
-    for (r, c), sem in zip(results, sems):
+    for (r, c), sem in zip(results, sems, strict=True):
         assert r.finding is None
         assert c.x == 1
         for held in holders_over_time(r.trace, sem):

@@ -180,9 +180,9 @@ RACE = Program(
     setup=(op("mmap", 1, 0x2D000, 2, 2), op("fault", 1, 0x2E000)),
     tasks=(TaskProgram(0, (op("migrate", 1),)), TaskProgram(1, (op("exec_shift", 1, 0x2D000, 1),))),
 )
-#: compaction isolates the page and runs try_to_unmap() (39 steps); exec runs its first vma_adjust() but not
-#: move_page_tables() (23 steps); remove_migration_ptes() then looks at 0x2d000, where
-#: vma_address() now points, while the migration entry is still at 0x2e000
+#: compaction isolates the page and runs try_to_unmap() (39 steps); exec runs its first
+#: vma_adjust() but not move_page_tables() (23 steps); remove_migration_ptes() then looks at
+#: 0x2d000, where vma_address() now points, while the migration entry is still at 0x2e000
 RACE_SCHEDULE = [(0, 39), (1, 23), (0, 0), (1, 0)]
 
 

@@ -323,9 +323,9 @@ RACE = Program(
     ),
 )
 #: the move back runs copy_vma() (vma_merge() extends vma#1, walked first) up to
-#: move_page_tables() (24 steps); compaction isolates and unmaps page 2 into a migration entry at 0x20000
-#: and starts remove_migration_ptes(), visiting vma#1 at 0x13000 (71 steps); move_ptes() then
-#: carries the entry to 0x13000 behind the walker, which finds nothing at 0x20000
+#: move_page_tables() (24 steps); compaction isolates and unmaps page 2 into a migration entry
+#: at 0x20000 and starts remove_migration_ptes(), visiting vma#1 at 0x13000 (71 steps);
+#: move_ptes() then carries the entry to 0x13000 behind the walker, which finds nothing at 0x20000
 RACE_SCHEDULE = [(1, 24), (0, 71), (1, 0), (0, 0)]
 
 

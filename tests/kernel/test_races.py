@@ -33,12 +33,13 @@ from rmapfuzz.kernel.variants import (
     PageAnonVmaLock,
     StackGrowthUnderRead,
 )
+from rmapfuzz.program import Op, Program, TaskProgram
+from rmapfuzz.runner import Outcome, execute
 
 
 class LocklessWalk37(StackGrowthUnderRead, LocklessWalk):
     """The RFC on the kernel it was written for: 3.7, whose stack grows under mmap_sem read."""
-from rmapfuzz.program import Op, Program, TaskProgram
-from rmapfuzz.runner import Outcome, execute
+
 
 # ------------------------------------------------------------------------------------ helpers
 
