@@ -102,28 +102,12 @@ def _explore(
     progress: Callable[[Exploration], None],
 ) -> Exploration:
     variant = load_variant(spec.variant)
-    if explorer == "pct":
+    if explorer in ("pct", "random"):
         from rmapfuzz.explore.generate import GenSettings
         from rmapfuzz.explore.pct import MAX_DEPTH, explore_pct
-
-        return explore_pct(
-            variant,
-            seed=seed,
-            settings=GenSettings(cpus=spec.cpus),
-            knobs=spec.knobs,
-            max_examples=max_examples,
-            time_limit=time_limit,
-            should_stop=should_stop,
-            progress=progress,
-            max_depth=spec.pct_depth or MAX_DEPTH,
-            steps=spec.pct_steps,
-        )
-    if explorer == "random":
-        from rmapfuzz.explore.generate import GenSettings
         from rmapfuzz.explore.random import explore_random
 
-        return explore_random(
-            variant,
+        common: dict[str, Any] = dict(
             seed=seed,
             settings=GenSettings(cpus=spec.cpus),
             knobs=spec.knobs,
@@ -131,6 +115,11 @@ def _explore(
             time_limit=time_limit,
             should_stop=should_stop,
             progress=progress,
+        )
+        if explorer == "random":
+            return explore_random(variant, **common)
+        return explore_pct(
+            variant, max_depth=spec.pct_depth or MAX_DEPTH, steps=spec.pct_steps, **common
         )
     from rmapfuzz.explore.hypothesis import explore_hypothesis
 

@@ -128,13 +128,7 @@ def _candidates(p: Program, d: Decisions) -> Iterator[tuple[Program, Decisions]]
     for i in range(len(tasks)):  # a whole task
         rest = tuple(t for j, t in enumerate(tasks) if j != i)
         yield Program(p.cpus, p.setup, rest), [(t - (t > i), n) for t, n in d if t != i]
-    for i, t in enumerate(tasks):  # one operation of a task
-        for k in range(len(t.ops)) if len(t.ops) > 1 else ():
-            q = _with_task(p, i, t.ops[:k] + t.ops[k + 1 :])
-            for e in _retimed(d):
-                yield q, e
-    for k in reversed(range(len(p.setup))):  # one setup operation, the last first (see below)
-        q = Program(p.cpus, p.setup[:k] + p.setup[k + 1 :], p.tasks)
+    for q in _op_deletions(p):  # one operation of a task or of the setup
         for e in _retimed(d):
             yield q, e
     size = len(d) // 2
@@ -194,18 +188,23 @@ def minimize(
     return best
 
 
-def _deletions(p: Program) -> Iterator[Program]:
-    """``p`` without one of its tasks, task operations or setup operations; the later setup
+def _op_deletions(p: Program) -> Iterator[Program]:
+    """``p`` without one of its task operations or setup operations; the later setup
     operations first: an earlier one is what later ones build on, and deleting it first can
     leave them a detour (a fault below a stack vma grows the stack instead of faulting in the
     vma that is gone) that no single deletion undoes."""
-    for i in range(len(p.tasks)):
-        yield Program(p.cpus, p.setup, p.tasks[:i] + p.tasks[i + 1 :])
     for i, t in enumerate(p.tasks):
         for k in range(len(t.ops)) if len(t.ops) > 1 else ():
             yield _with_task(p, i, t.ops[:k] + t.ops[k + 1 :])
     for k in reversed(range(len(p.setup))):
         yield Program(p.cpus, p.setup[:k] + p.setup[k + 1 :], p.tasks)
+
+
+def _deletions(p: Program) -> Iterator[Program]:
+    """``p`` without one of its tasks, then as :func:`_op_deletions`."""
+    for i in range(len(p.tasks)):
+        yield Program(p.cpus, p.setup, p.tasks[:i] + p.tasks[i + 1 :])
+    yield from _op_deletions(p)
 
 
 def shortest(
