@@ -4,8 +4,9 @@ The one rule, ``explore``, runs ``programs_per_example`` programs, each on a fre
 kernel: ``start`` creates the processes, vmas and pages (the setup: mmap, fault, fork,
 mprotect, each run to completion at once) and spawns the tasks; ``schedule`` runs them to the
 end under a drawn plan; then the quiescent checks.  A plan is a random walk (one choice: its
-seed) or a PCT plan (a few choices per change point), so choices grow with operations and
-change points, never with atomic steps (DESIGN.md section 3).  Shrinking moves a walk to PCT
+seed; maybe a hold, one PCT change point that takes a task out of the walk) or a PCT plan (a
+few choices per change point), so choices grow with operations and change points, never with
+atomic steps (DESIGN.md section 3).  Shrinking moves a walk to PCT
 and deletes change points (preemptions) after it has deleted operations;
 :mod:`rmapfuzz.explore.minimize` then shrinks the recorded decisions themselves.
 
@@ -46,7 +47,7 @@ from hypothesis.stateful import (
 from rmapfuzz.engine import Engine, Finding, FindingError, OpCall
 from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
 from rmapfuzz.explore.pct import PctPlan, PctScheduler, draw_plan
-from rmapfuzz.explore.walk import WalkPlan, WalkScheduler
+from rmapfuzz.explore.walk import WalkPlan, draw_walk, walk_scheduler
 from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.oracles import default_oracles
 from rmapfuzz.program import Op, Program, TaskProgram
@@ -204,6 +205,8 @@ class MachineStats:
     steps: int = 0
     choices: int = 0
     first_failure_at: float | None = None
+    #: programs drawn up to and including the first failing one
+    first_failure_examples: int | None = None
     last: Outcome | None = None
     #: (program, schedule plan) pairs that ran clean
     clean: set[tuple[Program, PctPlan | WalkPlan]] = attrs.field(factory=set)
@@ -307,6 +310,7 @@ class RmapMachine(RuleBasedStateMachine):
         stats.last = outcome
         if stats.first_failure_at is None:
             stats.first_failure_at = time.perf_counter()
+            stats.first_failure_examples = stats.examples
         exc = finding_class(f.kind)(f"{self.variant_label}: {f.kind}: {f.message}")
         exc.outcome, exc.finding, exc.label = outcome, f, self.variant_label
         r = outcome.result
@@ -395,18 +399,20 @@ class RmapMachine(RuleBasedStateMachine):
 
     @staticmethod
     def draw_schedule(choices: ConjectureChoices, program: Program) -> PctPlan | WalkPlan:
-        """A random walk (one choice for its seed) or a PCT plan, half each; PCT first when
-        shrinking."""
+        """A random walk (its seed, maybe a hold) three times in four, else a PCT plan; PCT
+        first when shrinking."""
         with choices.group():
             if choices.integer(0, 3):
-                return WalkPlan(choices.integer(0, 2**32 - 1))
+                return draw_walk(choices, program)
         return draw_plan(choices, program)
 
     def schedule(self, plan: PctPlan | WalkPlan) -> None:
         """Run the tasks to the end under ``plan`` (the engine records the decisions taken,
         which replay without the plan)."""
         sched: Any = (
-            WalkScheduler(plan) if isinstance(plan, WalkPlan) else PctScheduler(plan, self.engine)
+            walk_scheduler(plan, self.engine, len(self.task_progs))
+            if isinstance(plan, WalkPlan)
+            else PctScheduler(plan, self.engine)
         )
         while runnable := self._guard(self.engine.runnable):
             self._guard(self.engine.decide, *sched.pick(runnable, self.engine.last))

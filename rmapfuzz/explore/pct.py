@@ -147,6 +147,17 @@ def depth_of(index: int, max_depth: int = MAX_DEPTH, per_depth: int | None = Non
     return lo + (index // per_depth) % (max_depth - lo + 1)
 
 
+def draw_point(
+    choices: Choices, est: list[list[int]], steps: int | None = None
+) -> tuple[int, int, int]:
+    """One change point ``(task, class, j)``: the task, the class among those the task has
+    events of (``est``: :func:`event_estimates`), ``j`` uniform up to the task's estimate of
+    that class (up to ``steps`` when given)."""
+    t = choices.integer(0, len(est) - 1)
+    k = choices.choice([k for k in range(len(CLASSES)) if est[t][k]])
+    return t, k, choices.integer(1, est[t][k] if steps is None else steps)
+
+
 def draw_plan(
     choices: Choices, program: Program, depth: int | None = None, *, steps: int | None = None
 ) -> PctPlan:
@@ -167,9 +178,7 @@ def draw_plan(
         with choices.group():
             if depth is None and not choices.boolean(MORE):
                 break
-            t = choices.integer(0, n - 1)
-            k = choices.choice([k for k in range(len(CLASSES)) if est[t][k]])
-            points.append((t, k, choices.integer(1, est[t][k] if steps is None else steps)))
+            points.append(draw_point(choices, est, steps))
     lows = _permutation(choices, len(points))
     order = _permutation(choices, n)
     top = len(points) + n
@@ -183,9 +192,15 @@ class PctScheduler:
     """The scheduler that follows a :class:`PctPlan` on ``engine`` (see the module
     docstring)."""
 
-    def __init__(self, plan: PctPlan, engine: Engine) -> None:
+    def __init__(
+        self, plan: PctPlan, engine: Engine, tie_break: random.Random | None = None
+    ) -> None:
         n = len(plan.prio)
         self.engine = engine
+        #: with it, runnable tasks of equal priority take turns at random, one step at a time
+        #: (a random walk among them: :mod:`rmapfuzz.explore.walk`); without it priorities
+        #: are distinct
+        self.tie_break = tie_break
         self.prio = list(plan.prio)
         #: per task: pending change points [class index, j, new priority]
         self.changes: list[list[list[int]]] = [[] for _ in range(n)]
@@ -220,6 +235,10 @@ class PctScheduler:
         if last is not None and self._mark is not None:
             self._account(last)
         self._mark = len(self.engine.trace)
+        if self.tie_break is not None:
+            top = max(self.prio[t] for t in runnable)
+            ties = [t for t in runnable if self.prio[t] == top]
+            return ties[self.tie_break.randrange(len(ties))], 1
         tid = max(runnable, key=lambda t: self.prio[t])
         pending = self.changes[tid]
         if not pending:
