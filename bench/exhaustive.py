@@ -1,13 +1,14 @@
 """Benchmark of the exhaustive explorer on fork||migrate, exit||migrate and split||migrate.
 
-    python3 bench/exhaustive.py [--max-preemptions K] [--unreduced-time S] [--quick]
+    python3 bench/exhaustive.py [--max-preemptions K] [--unreduced-time S] [--out DIR] [--quick]
 
 For each program (rmapfuzz/explore/programs.py) and variant: the schedules explored at each
 bound with partial-order reduction and without it (plain preemption-bounded enumeration, capped
 at --unreduced-time seconds per program: a capped count is a lower bound, so the ratio is an
 upper bound), the reduction ratio (reduced / unreduced at the largest bound), schedules/s and
-time; for buggy variants the shortest counterexample and the time to it.  Writes
-bench/exhaustive.json; --quick runs bound 1 only and writes nothing.
+time; for buggy variants the shortest counterexample and the time to it.  Writes the key
+``exhaustive`` of DIR/results.json (its other keys are kept, see results_file.py); DIR is --out
+(default bench/).  --quick runs bound 1 only and writes nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import argparse
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from results_file import update
 
 from rmapfuzz.explore.exhaustive import check_program
 from rmapfuzz.explore.programs import PROGRAMS
@@ -52,12 +56,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-preemptions", type=int, default=2)
     ap.add_argument("--unreduced-time", type=float, default=200.0)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path, default=HERE, help="where to write (default: bench/)")
+    ap.add_argument("--quick", action="store_true", help="bound 1 only; writes nothing")
     args = ap.parse_args()
     k = 1 if args.quick else args.max_preemptions
     out: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d"),
         "max_preemptions": k,
+        "unreduced_time_s": args.unreduced_time,
         "rows": [],
     }
     for name in NAMES:
@@ -82,7 +89,7 @@ def main() -> int:
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
     if not args.quick:
-        (HERE / "exhaustive.json").write_text(json.dumps(out, indent=1) + "\n")
+        update(args.out, {"exhaustive": out})
     return 0
 
 

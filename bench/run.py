@@ -1,6 +1,6 @@
 """Benchmarks of the explorers, all in one run on one machine.
 
-    python3 bench/run.py [--quick] [--variants V,V,...]
+    python3 bench/run.py [--quick] [--variants V,V,...] [--out DIR]
 
 Compares the ``hypothesis`` explorer (the state machine: choices per operation and per
 preemption), the ``random`` explorer, and the naive baseline machine (bench/naive.py: one
@@ -8,14 +8,15 @@ Hypothesis rule per atomic step): programs/s (a program is one interleaving; a H
 example of the state machine runs several), atomic steps/s and Hypothesis choices per program
 on mainline; time to the first finding per buggy variant (median of the seeds; an explorer
 that does not find within the limit counts as the limit), the shrunk trace (operations,
-preemptions, steps) and the shrink time.  Writes bench/results.json and bench/results.md;
---quick is a smoke test of this script and writes nothing.
+preemptions, steps) and the shrink time.  Writes the keys machine, date, throughput,
+first_finding and checks of DIR/results.json (its other keys are kept, see results_file.py) and
+DIR/results.md; DIR is --out (default bench/).  --quick is a smoke test of this script and
+writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -27,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from naive import NaiveMachine  # noqa: E402
+from results_file import update  # noqa: E402
 
 from rmapfuzz.explore.generate import GenSettings  # noqa: E402
 from rmapfuzz.explore.hypothesis import explore_hypothesis  # noqa: E402
@@ -149,6 +151,7 @@ def main() -> int:
     ap.add_argument(
         "--variants", default=",".join(BUGGY), help=f"buggy variants to time (default: {BUGGY})"
     )
+    ap.add_argument("--out", type=Path, default=HERE, help="where to write (default: bench/)")
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in variants if v not in BUILTIN]:
@@ -174,8 +177,8 @@ def main() -> int:
     }
     text = table(results)
     if not args.quick:
-        (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (HERE / "results.md").write_text(text)
+        update(args.out, results)
+        (args.out / "results.md").write_text(text)
     print(text)
     return 0
 
