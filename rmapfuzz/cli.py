@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this long: seconds, or 30s/10m/8h (default 60 when "
         "--max-examples is not given)",
     )
-    f.add_argument("--cpus", type=int, default=2, help="simulated CPUs, 1..8 (default 2)")
+    f.add_argument(
+        "--cpus", type=int, help="simulated CPUs, 1..8 (default: the variant's own, else 2)"
+    )
     f.add_argument(
         "--corpus",
         default="corpus",
@@ -267,6 +269,8 @@ def cmd_variants(args: argparse.Namespace) -> int:
             "commit": cls.commit,
             "knobs": dict(inst.knob),
             "focus": list(cls.focus),
+            "cpus": cls.cpus,
+            "max_tasks": cls.max_tasks,
         }
         if args.json:
             print(json.dumps(row))

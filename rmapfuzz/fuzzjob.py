@@ -53,7 +53,8 @@ class JobSpec:
     knobs: dict[str, Any]
     explorer: str = "hypothesis"
     seed: int = 0
-    cpus: int = 2
+    #: None: the variant's ``cpus``, else 2
+    cpus: int | None = None
     max_examples: int | None = None
     time_limit: float | None = None
     corpus_dir: Path | None = None
@@ -109,7 +110,7 @@ def _explore(
 
         common: dict[str, Any] = dict(
             seed=seed,
-            settings=GenSettings(cpus=spec.cpus),
+            settings=GenSettings(cpus=spec.cpus or variant.cpus or 2),
             knobs=spec.knobs,
             max_examples=max_examples,
             time_limit=time_limit,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -121,6 +121,17 @@ class GenSettings:
     focus: tuple[str, ...] | None = attrs.field(
         default=None, converter=lambda f: None if f is None else tuple(f)
     )
+
+
+def for_variant(settings: GenSettings, variant: Any) -> GenSettings:
+    """``settings`` for a variant class: its ``focus`` unless the settings name one (``()``:
+    none), and its ``max_tasks`` where it declares more."""
+    more = getattr(variant, "max_tasks", None)
+    if more and more > settings.max_tasks:
+        settings = attrs.evolve(settings, max_tasks=more)
+    if settings.focus is not None:
+        return settings
+    return attrs.evolve(settings, focus=tuple(getattr(variant, "focus", ())))
 
 
 def _p(base: float, focused: bool, boosted: float) -> float:

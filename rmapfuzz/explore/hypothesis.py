@@ -30,7 +30,7 @@ def explore_hypothesis(
     seed: int,
     label: str | None = None,
     knobs: dict[str, Any] | None = None,
-    cpus: int = 2,
+    cpus: int | None = None,
     max_examples: int | None = None,
     time_limit: float | None = None,
     database: str | Path | None = None,

@@ -45,7 +45,7 @@ from hypothesis.stateful import (
 )
 
 from rmapfuzz.engine import Engine, Finding, FindingError, OpCall
-from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
+from rmapfuzz.explore.generate import GenSettings, for_variant, generate, packed_range, unpack
 from rmapfuzz.explore.pct import PctPlan, PctScheduler, draw_plan
 from rmapfuzz.explore.walk import WalkPlan, draw_walk, walk_scheduler
 from rmapfuzz.kernel.variants import Mainline
@@ -216,7 +216,8 @@ class RmapMachine(RuleBasedStateMachine):
     variant: ClassVar[type[Mainline]] = Mainline
     variant_label: ClassVar[str] = "mainline"
     knobs: ClassVar[dict[str, Any]] = {}
-    cpus: ClassVar[int] = 2
+    #: simulated CPUs (None: the variant's ``cpus``, else 2)
+    cpus: ClassVar[int | None] = None
     corpus_dir: ClassVar[Path | None] = None
     stats: ClassVar[MachineStats] = MachineStats()
     #: rules per Hypothesis example (its stateful_step_count)
@@ -234,7 +235,7 @@ class RmapMachine(RuleBasedStateMachine):
         variant: type[Mainline],
         *,
         knobs: dict[str, Any] | None = None,
-        cpus: int = 2,
+        cpus: int | None = None,
         label: str | None = None,
         corpus_dir: str | Path | None = None,
         profile: str | None = None,
@@ -273,11 +274,21 @@ class RmapMachine(RuleBasedStateMachine):
         super().__init__()
         self._new_world()
 
+    @classmethod
+    def gen_settings(cls) -> GenSettings:
+        """What the generator draws for this machine: its CPUs, the variant's focus and
+        ``max_tasks``."""
+        return for_variant(GenSettings(cpus=cls.ncpus()), cls.variant)
+
+    @classmethod
+    def ncpus(cls) -> int:
+        return cls.cpus or cls.variant.cpus or 2
+
     def _new_world(self) -> None:
         """A freshly booted kernel and an empty engine: where the next program runs."""
         self.kernel = self.variant(**self.knobs)
         self.kernel.boot()
-        self.engine = Engine(ncpus=self.cpus, observers=default_oracles(self.kernel))
+        self.engine = Engine(ncpus=self.ncpus(), observers=default_oracles(self.kernel))
         self.setup_ops: list[Op] = []
         self.task_progs: list[TaskProgram] = []
         self.failed = False
@@ -290,7 +301,7 @@ class RmapMachine(RuleBasedStateMachine):
         return OpCall(str(op), functools.partial(self.kernel.start_op, op.name, op.args))
 
     def program(self) -> Program:
-        return Program(self.cpus, tuple(self.setup_ops), tuple(self.task_progs))
+        return Program(self.ncpus(), tuple(self.setup_ops), tuple(self.task_progs))
 
     def _guard(self, fn: Any, *args: Any) -> Any:
         """Run an engine action; a finding becomes a failure Hypothesis can shrink."""
@@ -360,7 +371,7 @@ class RmapMachine(RuleBasedStateMachine):
         stop = type(self).should_stop
         if stop is not None and stop():
             raise KeyboardInterrupt  # a job is stopping: whatever Hypothesis is doing ends
-        program = generate(choices, GenSettings(cpus=self.cpus, focus=self.variant.focus))
+        program = generate(choices, self.gen_settings())
         plan = self.draw_schedule(choices, program)
         stats = type(self).stats
         stats.examples += 1
@@ -380,7 +391,7 @@ class RmapMachine(RuleBasedStateMachine):
     def build(self, choices: ConjectureChoices) -> None:
         """Draw a program and start it (a machine that takes its decisions one by one)."""
         type(self).stats.examples += 1
-        self.start(generate(choices, GenSettings(cpus=self.cpus, focus=self.variant.focus)))
+        self.start(generate(choices, self.gen_settings()))
 
     def start(self, program: Program) -> None:
         """Create the processes, vmas and pages (the setup runs alone, operation by operation)

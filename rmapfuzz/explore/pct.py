@@ -49,13 +49,12 @@ import attrs
 
 from rmapfuzz.engine import Engine
 from rmapfuzz.engine import events as ev
-from rmapfuzz.explore.generate import Choices, GenSettings, generate
+from rmapfuzz.explore.generate import Choices, GenSettings, for_variant, generate
 from rmapfuzz.explore.random import (
     Exploration,
     RngChoices,
     example_rng,
     explore_random,
-    with_focus,
 )
 from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.oracles import advisories, default_oracles
@@ -292,7 +291,7 @@ def run_example_pct(
     """Example ``index`` of ``seed``: the random explorer's program, a PCT schedule of depth
     :func:`depth_of` ``(index, max_depth)``."""
     rng = example_rng(seed, index)
-    program = generate(RngChoices(rng), with_focus(settings, variant))
+    program = generate(RngChoices(rng), for_variant(settings, variant))
     return execute_pct(
         variant, program, rng, knobs=knobs, depth=depth_of(index, max_depth), steps=steps
     )

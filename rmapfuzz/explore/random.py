@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from rmapfuzz.explore.generate import GenSettings, generate, packed_range, unpack
+from rmapfuzz.explore.generate import GenSettings, for_variant, generate, packed_range, unpack
 from rmapfuzz.kernel.variants import Mainline
 from rmapfuzz.runner import Outcome, execute
 
@@ -74,13 +74,6 @@ class Exploration:
     example_index: int | None = None
 
 
-def with_focus(settings: GenSettings, variant: type[Mainline]) -> GenSettings:
-    """``settings`` with the variant's ``focus`` unless they name one (``()``: none)."""
-    if settings.focus is not None:
-        return settings
-    return attrs.evolve(settings, focus=tuple(getattr(variant, "focus", ())))
-
-
 def example_rng(seed: int, index: int) -> random.Random:
     return random.Random(seed * 1_000_003 + index)
 
@@ -94,7 +87,7 @@ def run_example(
 ) -> Outcome:
     """Example ``index`` of ``seed``: its program and schedule, run."""
     rng = example_rng(seed, index)
-    program = generate(RngChoices(rng), with_focus(settings, variant))
+    program = generate(RngChoices(rng), for_variant(settings, variant))
     return execute(variant, program, RandomScheduler(rng), knobs=knobs)
 
 

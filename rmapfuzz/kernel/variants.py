@@ -13,6 +13,10 @@ scenario; mainline's is empty, which changes nothing::
 
     class MyPatch(Mainline):
         focus = ("mremap", "migrate")
+
+A race that needs more things at once than the defaults give (2 CPUs, at most 3 tasks) may say
+so with ``cpus`` and ``max_tasks``: the explorers then generate for that many (``--cpus``
+still overrides ``cpus``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ class Mainline(Syscalls):
     knobs: dict[str, Any] = {}
     #: the operations the patch touches: weighted by the program generator, never forced
     focus: tuple[str, ...] = ()
+    #: the simulated CPUs and the most tasks the generator uses for this variant (None: the
+    #: defaults, 2 and 3)
+    cpus: int | None = None
+    max_tasks: int | None = None
     #: vma_adjust() imports case 6's anon_vma before removing anything, as __vma_adjust()
     #: does since 4.9 (variant adjust-enomem-uaf keeps 3.7's order)
     import_from_next_next = True
@@ -491,6 +499,11 @@ class PlaRefcountCheck(PlaNoRecheck):
     anon_vma, set refcount to 1, and is about to reset its anon_vma->root"."""
 
     name = "pla-refcount-check"
+    # three things at once: the walker inside its RCU section, an exit freeing the anon_vma
+    # and a fork taking its slot.  On two CPUs one of the other two shares the walker's CPU
+    # and cannot run while the RCU section lasts.
+    cpus = 4
+    max_tasks = 4
     summary = "B8: page_lock_anon_vma_read() validates its trylock by a nonzero refcount"
     expected = "buggy"
     commit = "reverts eee0f252c653 (3.0, mm: fix page_lock_anon_vma leaving mutex locked)"

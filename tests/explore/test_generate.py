@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from rmapfuzz.explore import generate as generate_module
-from rmapfuzz.explore.generate import FOCUS_WEIGHT, GenSettings, generate, menu
-from rmapfuzz.explore.random import RngChoices, run_example, with_focus
+from rmapfuzz.explore.generate import FOCUS_WEIGHT, GenSettings, for_variant, generate, menu
+from rmapfuzz.explore.random import RngChoices, run_example
 from rmapfuzz.kernel.syscalls import OPS
 from rmapfuzz.kernel.variants import BUILTIN, Mainline
 from rmapfuzz.program import Program
@@ -78,11 +78,11 @@ def test_big_focus_asks_for_more_tasks():
     assert mean_tasks(GenSettings(focus=("reclaim", "exit", "fork"))) > mean_tasks(GenSettings())
 
 
-def test_with_focus_takes_the_variants_unless_told():
+def test_for_variant_takes_the_variants_unless_told():
     v = BUILTIN["mremap-no-rmap-locks"]
-    assert with_focus(GenSettings(), v).focus == v.focus
-    assert with_focus(GenSettings(focus=()), v).focus == ()
-    assert with_focus(GenSettings(), Mainline).focus == ()
+    assert for_variant(GenSettings(), v).focus == v.focus
+    assert for_variant(GenSettings(focus=()), v).focus == ()
+    assert for_variant(GenSettings(), Mainline).focus == ()
 
 
 def test_builtin_foci_name_operations():
@@ -134,3 +134,10 @@ def test_tasks_meet_on_related_objects(monkeypatch):
     monkeypatch.setattr(generate_module, "RELATED_MAX", 0)
     independent = sum(map(_meets, programs(s, 3000)))
     assert related > 1.3 * independent, (related, independent)
+
+
+def test_for_variant_raises_max_tasks_to_the_variants():
+    v = BUILTIN["pla-refcount-check"]
+    assert v.max_tasks == 4 and for_variant(GenSettings(), v).max_tasks == 4
+    assert for_variant(GenSettings(max_tasks=5), v).max_tasks == 5
+    assert for_variant(GenSettings(), Mainline).max_tasks == GenSettings().max_tasks
