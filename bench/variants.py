@@ -1,7 +1,7 @@
 """Per buggy variant: each explorer's first finding, the shrunk trace, the exhaustive shortest.
 
     python3 bench/variants.py [--explorers hypothesis,pct,random] [--seeds 1,2,3] [--time 120]
-                              [--out DIR] [--quick] [VARIANT...]
+                              [--out DIR] [--add] [--quick] [VARIANT...]
 
 For each variant, explorer and seed the explorer runs until its first finding or ``--time``
 seconds (the same seeds and limit for every explorer; each explorer is warmed up on mainline
@@ -15,8 +15,9 @@ shortest counterexample (fewest preemptions, then steps), schedules explored, sc
 preemptions as that shortest counterexample (issue 5, shrink optimality).
 
 Writes the key ``variants`` of DIR/results.json (its other keys are kept, see results_file.py)
-and DIR/variants.md; DIR is --out (default bench/).  --quick (2 variants, 1 seed, 5 s unless
-given) is a smoke test and writes nothing.
+and DIR/variants.md; with --add, the rows already there that this run does not redo are kept.
+DIR is --out (default bench/).  --quick (2 variants, 1 seed, 5 s unless given) is a smoke test
+and writes nothing.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _unshrunk(explore: Callable[..., Exploration]) -> Run:
     """The runner of an explorer that stops at its first finding (pct, random)."""
 
     def run(cls: type[Mainline], name: str, seed: int, limit: float) -> Ran:
-        ex = explore(cls, seed=seed, settings=GenSettings(), knobs=cls.knobs, time_limit=limit)
+        settings = GenSettings(cpus=cls.cpus or 2)  # as `rmapfuzz fuzz` without --cpus
+        ex = explore(cls, seed=seed, settings=settings, knobs=cls.knobs, time_limit=limit)
         return (ex, ex.elapsed_s, ex.examples) if ex.outcome else (ex, None, None)
 
     return run
@@ -166,6 +168,35 @@ def shrink_optimal(name: str, res: dict[str, Any]) -> dict[str, Any]:
     return {"variant": name, "optimal": optimal, "shortest": shortest, "shrunk": shrunk}
 
 
+def _ran(res: dict[str, Any], name: str) -> bool:
+    return any(r["variant"] == name for r in res["rows"])
+
+
+def merged(new: dict[str, Any], out: Path, names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``new`` with the rows of ``out``/results.json it does not redo (--add); rows and
+    exhaustive rows in BUGGY order.  Both runs must share the time limit."""
+    path = out / "results.json"
+    old = json.loads(path.read_text()).get("variants") if path.exists() else None
+    if not old:
+        return new
+    if old["time_limit_s"] != new["time_limit_s"]:
+        raise SystemExit(
+            f"variants.py: --add: {path} was measured with --time {old['time_limit_s']:g}, "
+            f"not {new['time_limit_s']:g}"
+        )
+    redo = {(r["variant"], r["explorer"], r["seed"]) for r in new["rows"]}
+    rows = [r for r in old["rows"] if (r["variant"], r["explorer"], r["seed"]) not in redo]
+    rows += new["rows"]
+    order = {n: i for i, n in enumerate(BUGGY)}
+    ex = [r for r in old.get("exhaustive", []) if r["variant"] not in names] + new["exhaustive"]
+    return new | {
+        "seeds": sorted(set(old["seeds"]) | set(new["seeds"])),
+        "explorers": list(dict.fromkeys(old["explorers"] + new["explorers"])),
+        "rows": sorted(rows, key=lambda r: order[r["variant"]]),
+        "exhaustive": sorted(ex, key=lambda r: order[r["variant"]]),
+    }
+
+
 def _med(values: list[Any]) -> Any:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else "-"
@@ -194,7 +225,7 @@ def table(res: dict[str, Any]) -> str:
             rs = [r for r in res["rows"] if r["variant"] == name and r["explorer"] == e]
             f = [r for r in rs if r["found"]]
             t = _med([r["first_finding_s"] if r["found"] else limit for r in rs])
-            t = f">{limit:g}" if t == "-" or t >= limit else t
+            t = f">{limit:g}" if t == "-" or t >= limit else round(t, 3)
             cells += [f"{t} ({_med([r['programs'] for r in f])})", f"{len(f)}/{len(rs)}"]
         if "hypothesis" in explorers:
             hyp = [
@@ -266,6 +297,11 @@ def main() -> int:
         help=f"a smoke test: {', '.join(QUICK_VARIANTS)} unless given, 1 seed, 5 s; writes "
         "nothing",
     )  # fmt: skip
+    ap.add_argument(
+        "--add", action="store_true",
+        help="keep the rows of results.json that this run does not redo (other variants, "
+        "explorers or seeds), e.g. to add a seed to one variant",
+    )  # fmt: skip
     ap.add_argument("variants", nargs="*", help=f"default: every buggy variant ({len(BUGGY)})")
     args = ap.parse_args()
     if unknown := [v for v in args.variants if v not in BUGGY]:
@@ -297,7 +333,9 @@ def main() -> int:
         for r in res["exhaustive"]:
             if r["variant"] == name:
                 print(json.dumps(r), flush=True)
-    res["shrink_optimal"] = [shrink_optimal(n, res) for n in names]
+    if args.add:
+        res = merged(res, args.out, names)
+    res["shrink_optimal"] = [shrink_optimal(n, res) for n in BUGGY if _ran(res, n)]
     text = table(res)
     if not args.quick:
         update(args.out, {"variants": res})

@@ -64,6 +64,47 @@ def test_variants_keeps_the_keys_it_does_not_own(tmp_path):
     ex = {r["variant"]: r for r in v["exhaustive"]}
     assert ex["prepare-nolock"]["kind"] == "lockset"
     assert ex["prepare-nolock"]["file"].startswith("corpus/prepare-nolock-")
-    assert ex["pla-refcount-check"]["file"] is None  # no shipped reproducer
+    assert ex["pla-refcount-check"]["file"].startswith("corpus/pla-refcount-check-")
     assert "| prepare-nolock |" in (out / "variants.md").read_text()
     assert sorted(os.listdir(out)) == ["results.json", "variants.md"]
+
+
+@pytest.fixture
+def variants_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import variants
+
+    return variants
+
+
+def test_variant_without_reproducer_gets_a_row_saying_so(variants_module):
+    assert variants_module.reproducer_rows("pla-refcount-check", []) == [
+        {"variant": "pla-refcount-check", "file": None, "note": "no reproducer in corpus/"}
+    ]
+
+
+def test_add_keeps_the_rows_it_does_not_redo(variants_module, tmp_path):
+    def row(variant, seed, found):
+        return {"variant": variant, "explorer": "hypothesis", "seed": seed, "found": found}
+
+    old = {
+        "time_limit_s": 120.0, "seeds": [1], "explorers": ["hypothesis", "pct"],
+        "rows": [row("mremap-no-rmap-locks", 1, False), row("lockless-walk", 1, True)],
+        "exhaustive": [{"variant": "lockless-walk"}, {"variant": "mremap-no-rmap-locks"}],
+    }  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps({"variants": old}))
+    new = {
+        "time_limit_s": 120.0, "seeds": [2], "explorers": ["hypothesis"],
+        "rows": [row("mremap-no-rmap-locks", 2, True)],
+        "exhaustive": [{"variant": "mremap-no-rmap-locks", "again": True}],
+    }  # fmt: skip
+    got = variants_module.merged(new, tmp_path, ["mremap-no-rmap-locks"])
+    assert got["seeds"] == [1, 2] and got["explorers"] == ["hypothesis", "pct"]
+    assert [(r["variant"], r["seed"]) for r in got["rows"]] == [
+        ("lockless-walk", 1), ("mremap-no-rmap-locks", 1), ("mremap-no-rmap-locks", 2),
+    ]  # fmt: skip
+    assert got["exhaustive"] == [
+        {"variant": "lockless-walk"}, {"variant": "mremap-no-rmap-locks", "again": True},
+    ]  # fmt: skip
+    with pytest.raises(SystemExit, match="--time 120"):
+        variants_module.merged(new | {"time_limit_s": 60.0}, tmp_path, [])
