@@ -36,7 +36,7 @@ from results_file import update
 
 from rmapfuzz import corpus
 from rmapfuzz.explore.exhaustive import check_program
-from rmapfuzz.explore.generate import GenSettings
+from rmapfuzz.explore.generate import GenSettings, cpus_for
 from rmapfuzz.explore.hypothesis import explore_hypothesis
 from rmapfuzz.explore.machine import RmapMachine
 from rmapfuzz.explore.pct import explore_pct
@@ -71,7 +71,7 @@ def _unshrunk(explore: Callable[..., Exploration]) -> Run:
     """The runner of an explorer that stops at its first finding (pct, random)."""
 
     def run(cls: type[Mainline], name: str, seed: int, limit: float) -> Ran:
-        settings = GenSettings(cpus=cls.cpus or 2)  # as `rmapfuzz fuzz` without --cpus
+        settings = GenSettings(cpus=cpus_for(cls))  # as `rmapfuzz fuzz` without --cpus
         ex = explore(cls, seed=seed, settings=settings, knobs=cls.knobs, time_limit=limit)
         return (ex, ex.elapsed_s, ex.examples) if ex.outcome else (ex, None, None)
 

@@ -104,13 +104,13 @@ def _explore(
 ) -> Exploration:
     variant = load_variant(spec.variant)
     if explorer in ("pct", "random"):
-        from rmapfuzz.explore.generate import GenSettings
+        from rmapfuzz.explore.generate import GenSettings, cpus_for
         from rmapfuzz.explore.pct import MAX_DEPTH, explore_pct
         from rmapfuzz.explore.random import explore_random
 
         common: dict[str, Any] = dict(
             seed=seed,
-            settings=GenSettings(cpus=spec.cpus or variant.cpus or 2),
+            settings=GenSettings(cpus=cpus_for(variant, spec.cpus)),
             knobs=spec.knobs,
             max_examples=max_examples,
             time_limit=time_limit,

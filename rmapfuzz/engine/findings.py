@@ -49,6 +49,20 @@ class FindingError(Exception):
         self.extra = extra
 
 
+class SleepInAtomic(FindingError):
+    """A call that may sleep, made in atomic context or an RCU read-side section: what
+    might_sleep() reports with CONFIG_DEBUG_ATOMIC_SLEEP, whether or not the call blocks."""
+
+    def __init__(self, task: Any, fn: str, call: str) -> None:
+        ctx = "an RCU read-side section" if task.rcu else "atomic context (spinlock held)"
+        super().__init__(
+            "sleep-in-atomic",
+            f"BUG: sleeping function called from invalid context: {fn}() calls {call} in "
+            f"{ctx} ({task.op_label})",
+            task=task.tid,
+        )
+
+
 class KernelBug(FindingError):
     """A BUG_ON()/VM_BUG_ON() of the modelled kernel fired."""
 

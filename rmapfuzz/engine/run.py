@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import attrs
 
 from rmapfuzz.engine import events as ev
-from rmapfuzz.engine.findings import Finding, FindingError
+from rmapfuzz.engine.findings import Finding, FindingError, SleepInAtomic
 from rmapfuzz.engine.locks import SPIN
 from rmapfuzz.errors import ModelError, ReplayDivergence
 
@@ -329,13 +329,7 @@ class Engine:
         """What might_sleep() and lockdep say when a blocking call is made, contended or not."""
         lock = e.lock
         if lock.sleeping and t.atomic:
-            ctx = "an RCU read-side section" if t.rcu else "atomic context (spinlock held)"
-            raise FindingError(
-                "sleep-in-atomic",
-                f"BUG: sleeping function called from invalid context: {t.pending_fn}() calls "
-                f"{e!r} in {ctx} ({t.op_label})",
-                task=t.tid,
-            )
+            raise SleepInAtomic(t, t.pending_fn, repr(e))
         if lock.owner is t or t in lock.readers:
             raise FindingError(
                 "deadlock",

@@ -111,9 +111,13 @@ def packed_range(sizes: Sequence[int]) -> int:
 FOCUS_WEIGHT = 3
 
 
+#: simulated CPUs unless the user or the variant says otherwise
+DEFAULT_CPUS = 2
+
+
 @attrs.frozen
 class GenSettings:
-    cpus: int = 2
+    cpus: int = DEFAULT_CPUS
     max_tasks: int = 3
     max_ops_per_task: int = 2
     #: operations the fuzzed variant's patch touches: weighted, never forced; None (the
@@ -121,6 +125,12 @@ class GenSettings:
     focus: tuple[str, ...] | None = attrs.field(
         default=None, converter=lambda f: None if f is None else tuple(f)
     )
+
+
+def cpus_for(variant: Any, cpus: int | None = None) -> int:
+    """The simulated CPUs of a run of ``variant``: ``cpus`` when given (``--cpus``), else the
+    variant's declared ``cpus``, else :data:`DEFAULT_CPUS`."""
+    return cpus or getattr(variant, "cpus", None) or DEFAULT_CPUS
 
 
 def for_variant(settings: GenSettings, variant: Any) -> GenSettings:

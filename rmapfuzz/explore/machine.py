@@ -45,7 +45,14 @@ from hypothesis.stateful import (
 )
 
 from rmapfuzz.engine import Engine, Finding, FindingError, OpCall
-from rmapfuzz.explore.generate import GenSettings, for_variant, generate, packed_range, unpack
+from rmapfuzz.explore.generate import (
+    GenSettings,
+    cpus_for,
+    for_variant,
+    generate,
+    packed_range,
+    unpack,
+)
 from rmapfuzz.explore.pct import PctPlan, PctScheduler, draw_plan
 from rmapfuzz.explore.walk import WalkPlan, draw_walk, walk_scheduler
 from rmapfuzz.kernel.variants import Mainline
@@ -282,7 +289,7 @@ class RmapMachine(RuleBasedStateMachine):
 
     @classmethod
     def ncpus(cls) -> int:
-        return cls.cpus or cls.variant.cpus or 2
+        return cpus_for(cls.variant, cls.cpus)
 
     def _new_world(self) -> None:
         """A freshly booted kernel and an empty engine: where the next program runs."""

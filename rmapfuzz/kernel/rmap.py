@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from rmapfuzz.engine import events as ev
-from rmapfuzz.engine.findings import FindingError, KernelBug
+from rmapfuzz.engine.findings import KernelBug, SleepInAtomic
 from rmapfuzz.kernel.base import Gen
 from rmapfuzz.kernel.objects import (
     MM,
@@ -123,13 +123,7 @@ class Rmap(Swapfile):
         not block this time (the report a blocking lock gives, contended or not)."""
         task = yield ev.CURRENT
         if task.atomic:
-            ctx = "an RCU read-side section" if task.rcu else "atomic context (spinlock held)"
-            raise FindingError(
-                "sleep-in-atomic",
-                f"BUG: sleeping function called from invalid context: {fn}() calls "
-                f"might_sleep() in {ctx} ({task.op_label})",
-                task=task.tid,
-            )
+            raise SleepInAtomic(task, fn, "might_sleep()")
 
     def anon_vma_free(self, anon_vma: AnonVma) -> Gen:
         """mm/rmap.c anon_vma_free(): VM_BUG_ON(refcount), might_sleep(), the rwsem dance,

@@ -8,7 +8,15 @@ from collections import Counter
 import pytest
 
 from rmapfuzz.explore import generate as generate_module
-from rmapfuzz.explore.generate import FOCUS_WEIGHT, GenSettings, for_variant, generate, menu
+from rmapfuzz.explore.generate import (
+    DEFAULT_CPUS,
+    FOCUS_WEIGHT,
+    GenSettings,
+    cpus_for,
+    for_variant,
+    generate,
+    menu,
+)
 from rmapfuzz.explore.random import RngChoices, run_example
 from rmapfuzz.kernel.syscalls import OPS
 from rmapfuzz.kernel.variants import BUILTIN, Mainline
@@ -141,3 +149,10 @@ def test_for_variant_raises_max_tasks_to_the_variants():
     assert v.max_tasks == 4 and for_variant(GenSettings(), v).max_tasks == 4
     assert for_variant(GenSettings(max_tasks=5), v).max_tasks == 5
     assert for_variant(GenSettings(), Mainline).max_tasks == GenSettings().max_tasks
+
+
+def test_cpus_for_takes_the_users_then_the_variants_then_the_default():
+    b8 = BUILTIN["pla-refcount-check"]
+    assert cpus_for(b8) == b8.cpus == 4
+    assert cpus_for(b8, 3) == 3
+    assert cpus_for(Mainline) == DEFAULT_CPUS == GenSettings().cpus

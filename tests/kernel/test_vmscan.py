@@ -159,6 +159,18 @@ def test_a_second_migration_of_an_isolated_page_gives_up() -> None:
     assert events(out, 1) == ["R page#1.lru"]
 
 
+#: compaction of page 1 on CPU 0; on CPU 1 a read (11 steps, so that what follows starts after
+#: page 2 exists), then the compaction of page 2, the first compaction's new page
+TWO_MIGRATIONS = Program(
+    cpus=2,
+    setup=tuple(ONE_PAGE),
+    tasks=(
+        TaskProgram(0, (op("migrate", 1),)),
+        TaskProgram(1, (op("read", 1, 0x11000), op("migrate", 2))),
+    ),
+)
+
+
 def test_migrating_another_migrations_new_page_gives_up() -> None:
     """Compaction of page 2 -- the new page of the migration of page 1, not on any LRU yet
     (alloc_pages() hands out a page that nobody has added to the LRU) -- is skipped.  This is
@@ -166,14 +178,7 @@ def test_migrating_another_migrations_new_page_gives_up() -> None:
     with temp-stack-migration: without isolation the second compaction locked page 2, and
     the first one's move_to_new_page() found its new page locked.  (Task 1 reads a page
     first, 11 steps, so that its migrate(2) starts after page 2 exists.)"""
-    prog = Program(
-        cpus=2,
-        setup=tuple(ONE_PAGE),
-        tasks=(
-            TaskProgram(0, (op("migrate", 1),)),
-            TaskProgram(1, (op("read", 1, 0x11000), op("migrate", 2))),
-        ),
-    )
+    prog = TWO_MIGRATIONS
     # task 1 without isolation: its new page 3 is allocated, page 2 locked (11 + 2 steps)
     schedule = [(0, ISOLATED), (1, 13), (0, 0)]
     out = execute(Mainline, prog, schedule)
@@ -204,14 +209,7 @@ def test_reclaim_leaves_a_page_under_migration_alone() -> None:
 def test_every_schedule_of_two_migrations_is_clean() -> None:
     """Exhaustively, up to 2 preemptions: mainline never lets the two migrations collide; the
     model without isolation does, at 1 preemption."""
-    prog = Program(
-        cpus=2,
-        setup=tuple(ONE_PAGE),
-        tasks=(
-            TaskProgram(0, (op("migrate", 1),)),
-            TaskProgram(1, (op("read", 1, 0x11000), op("migrate", 2))),
-        ),
-    )
+    prog = TWO_MIGRATIONS
     r = check_program(Mainline, prog, max_preemptions=2)
     assert r.found is None and r.proved == 2
     r = check_program(NoIsolation, prog, max_preemptions=2)
