@@ -83,8 +83,10 @@ class Choices(Protocol):
         """True with probability about p."""
 
     def packed(self, sizes: Sequence[int]) -> list[int]:
-        """Several uniform indices (the i-th in [0, sizes[i])) as ONE choice: what a whole
-        operation's arguments cost, so that choices grow with operations, not arguments."""
+        """Several uniform indices (the i-th in [0, sizes[i])) as ONE value: what a whole
+        operation's arguments cost, so that choices grow with operations, not arguments
+        (a value wider than Hypothesis draws uniformly takes two or three choices, see
+        ``ConjectureChoices.integer``)."""
 
     def group(self) -> AbstractContextManager[None]:
         """The choices made inside belong together (one operation, one decision): a shrinker

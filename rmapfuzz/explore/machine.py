@@ -3,7 +3,7 @@
 The one rule, ``explore``, runs ``programs_per_example`` programs, each on a freshly booted
 kernel: ``start`` creates the processes, vmas and pages (the setup: mmap, fault, fork,
 mprotect, each run to completion at once) and spawns the tasks; ``schedule`` runs them to the
-end under a drawn plan; then the quiescent checks.  A plan is a random walk (one choice: its
+end under a drawn plan; then the quiescent checks.  A plan is a random walk (two choices: its
 seed; maybe a hold, one PCT change point that takes a task out of the walk) or a PCT plan (a
 few choices per change point), so choices grow with operations and change points, never with
 atomic steps (DESIGN.md section 3).  Shrinking moves a walk to PCT
@@ -60,6 +60,8 @@ from rmapfuzz.oracles import default_oracles
 from rmapfuzz.program import Op, Program, TaskProgram
 from rmapfuzz.runner import Outcome
 
+#: the widest range Hypothesis draws uniformly (see ConjectureChoices.integer)
+DIGIT = 256
 SPAN_LABEL = 0x726D6170  # "rmap": marks one operation or one change point for the shrinker
 #: programs remembered as clean per machine (see run_program)
 _CLEAN_CACHE = 100_000
@@ -97,17 +99,31 @@ class ConjectureChoices:
             cd.stop_span()
 
     def integer(self, lo: int, hi: int) -> int:
-        return int(self._int(lo, hi))
+        """Uniform in [lo, hi], as the generator assumes.  Hypothesis draws an integer
+        uniformly only within 256 of 0 (the inner piece of its distribution); beyond, from a
+        tail that favours small values.  A wider range drawn in one go would come out mostly
+        small: the high digits of a packed operation (its flags, its page count) nearly always
+        0.  So a wider range is drawn as base-256 digits, most significant first, and scaled:
+        still 0 for all-zero digits, still smaller for lexicographically smaller digits (what
+        the shrinker makes), at most 1/8 off uniform."""
+        span = hi - lo + 1
+        if span <= DIGIT:
+            return int(self._int(lo, hi))
+        u, scale = 0, 1
+        while scale < span or (scale % span and scale < 8 * span):
+            u = u * DIGIT + int(self._int(0, DIGIT - 1))
+            scale *= DIGIT
+        return lo + u * span // scale
 
     def choice(self, options: Any) -> Any:
-        return options[self._int(0, len(options) - 1)]
+        return options[self.integer(0, len(options) - 1)]
 
     def boolean(self, p: float) -> bool:
         # True with probability p (in tenths); 0, the shrink target, is False
         return self._int(0, 9) >= 10 - round(p * 10)
 
     def packed(self, sizes: Any) -> list[int]:
-        return unpack(self._int(0, packed_range(sizes) - 1), sizes)
+        return unpack(self.integer(0, packed_range(sizes) - 1), sizes)
 
 
 def _no_local_constants() -> Any:
@@ -432,8 +448,12 @@ class RmapMachine(RuleBasedStateMachine):
             if isinstance(plan, WalkPlan)
             else PctScheduler(plan, self.engine)
         )
-        while runnable := self._guard(self.engine.runnable):
-            self._guard(self.engine.decide, *sched.pick(runnable, self.engine.last))
+        self._guard(self._follow, sched)
+
+    def _follow(self, sched: Any) -> None:
+        engine = self.engine
+        while runnable := engine.runnable():
+            engine.decide(*sched.pick(runnable, engine.last))
 
     def _finish(self) -> None:
         self.finished = True

@@ -231,8 +231,8 @@ class PctScheduler:
             pending.remove(ch)
 
     def pick(self, runnable: tuple[int, ...], last: int | None) -> tuple[int, int]:
-        if last is not None and self._mark is not None:
-            self._account(last)
+        if last is not None and self._mark is not None and self.changes[last]:
+            self._account(last)  # counts are read only for pending change points
         self._mark = len(self.engine.trace)
         if self.tie_break is not None:
             top = max(self.prio[t] for t in runnable)

@@ -4,7 +4,7 @@ runs only when no other task can.
 
 The walk is the scheduler of classic stress testing and of the naive baseline (bench/naive.py),
 which spends one Hypothesis choice per step to make it.  Here the whole walk comes from one
-seed, so it costs one choice.  It preempts at almost every step: races whose windows are wide
+seed, so it costs two choices.  It preempts at almost every step: races whose windows are wide
 but must overlap in time (a walk of the anon_vma tree against a fork cloning into it) fall to
 it far more often than to a few well-placed preemptions.  What it cannot do is keep one task
 inside a narrow window while the others run a whole operation: the reclaim walker between
@@ -42,8 +42,9 @@ class WalkPlan:
 
 
 def draw_walk(choices: Choices, program: Program) -> WalkPlan:
-    """A walk's seed (one choice), then at most one hold, in a group with its flag."""
-    seed = choices.integer(0, 2**32 - 1)
+    """A walk's seed (two choices: 2**16 walks per program), then at most one hold, in a
+    group with its flag."""
+    seed = choices.integer(0, 2**16 - 1)
     holds: list[tuple[int, int, int]] = []
     with choices.group():
         if choices.boolean(P_HOLD):
