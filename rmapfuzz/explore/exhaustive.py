@@ -277,8 +277,11 @@ class _Search:
         max_schedules: int,
         deadline: float | None,
         on_run: Callable[[Engine, Finding | None], None] | None = None,
+        kind: str | None = None,
     ) -> None:
         self.on_run = on_run
+        #: only findings of this kind count (None: any); a run ending in another is a dead end
+        self.kind = kind
         self.subject = subject
         self.bound = bound if bound is not None else 1 << 62
         self.reduction = reduction
@@ -579,7 +582,7 @@ class _Search:
         self.stats.schedules += 1
         if self.on_run is not None:
             self.on_run(eng, finding)
-        if finding is not None:
+        if finding is not None and (self.kind is None or finding.kind == self.kind):
             r = eng.result()
             found = Found(finding, list(r.decisions), r.preemptions, r.steps)
             if reduction and 0 <= finding.step - r.setup_steps < len(vcs):
@@ -654,9 +657,11 @@ def explore_subject(
     min_preemptions: int = 0,
     progress: Callable[[BoundStats], None] | None = None,
     on_run: Callable[[Engine, Finding | None], None] | None = None,
+    kind: str | None = None,
 ) -> ExploreResult:
     """Iterate the bound from ``min_preemptions`` to ``max_preemptions``; stop at the first bound
-    with a finding (its smallest one by preemptions, then steps) or when capped."""
+    with a finding (its smallest one by preemptions, then steps; of ``kind`` only, when given)
+    or when capped."""
     t0 = time.perf_counter()
     deadline = t0 + time_limit if time_limit is not None else None
     bounds: list[BoundStats] = []
@@ -665,7 +670,7 @@ def explore_subject(
         [None] if max_preemptions is None else list(range(min_preemptions, max_preemptions + 1))
     )
     for k in ks:
-        s = _Search(subject, k, reduction, max_schedules, deadline, on_run)
+        s = _Search(subject, k, reduction, max_schedules, deadline, on_run, kind)
         try:
             stats = s.run()
         except _SetupFinding as e:
@@ -941,8 +946,10 @@ def check_program(
     time_limit: float | None = None,
     min_preemptions: int = 0,
     progress: Callable[[BoundStats], None] | None = None,
+    kind: str | None = None,
 ) -> ExploreResult:
-    """Explore every schedule of ``program`` on ``variant`` up to ``max_preemptions``."""
+    """Explore every schedule of ``program`` on ``variant`` up to ``max_preemptions`` (for a
+    finding of ``kind`` only, when given)."""
     return explore_subject(
         KernelSubject(variant, program, dict(knobs or {})),
         max_preemptions=max_preemptions,
@@ -951,4 +958,5 @@ def check_program(
         time_limit=time_limit,
         min_preemptions=min_preemptions,
         progress=progress,
+        kind=kind,
     )

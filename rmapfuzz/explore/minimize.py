@@ -229,8 +229,9 @@ def shortest(
     def search(program: Program, k: int) -> Outcome | None:
         try:
             r = check_program(
-                variant, program, knobs=knobs, max_preemptions=k, max_schedules=max_schedules
-            )
+                variant, program, knobs=knobs, max_preemptions=k, max_schedules=max_schedules,
+                kind=kind,
+            )  # fmt: skip
         except (InvalidProgram, ModelError):
             return None
         if r.found is None or r.found.finding.kind != kind or not r.found.decisions:

@@ -246,6 +246,47 @@ def test_lockless_walk_counterexample_replays():
     assert (out.result.preemptions, out.result.steps) == (r.found.preemptions, r.found.steps)
 
 
+#: per-anon-vma-lock-adjust: an mprotect and a munmap edit one tree under two different locks
+_TWO_TREE_EDITORS = (
+    "setup: mmap(1,0x10000,2,0); fault(1,0x10000); fork(1) "
+    "| mprotect(1,0x11000,1,0) | munmap(2,0x10000,1)"
+)
+#: what the hypothesis explorer's seed 5 reported for it before the shrink searched by kind
+_I10_23_PREEMPTIONS = [
+    (1, 29), (0, 2), (1, 2), (0, 1), (1, 5), (0, 2), (1, 1), (0, 1), (1, 2), (0, 1), (1, 1),
+    (0, 1), (1, 1), (0, 1), (1, 1), (0, 3), (1, 2), (0, 2), (1, 3), (0, 2), (1, 1), (0, 5),
+    (1, 1), (0, 3),
+]  # fmt: skip
+
+
+def test_kind_asks_for_the_shortest_of_one_kind():
+    """The program's shortest counterexample is an I1 at one preemption; the shortest I10 (the
+    chain's own view of the same lost tree update) takes two."""
+    variant, program = BUILTIN["per-anon-vma-lock-adjust"], parse_ops(_TWO_TREE_EDITORS)
+    any_kind = check_program(variant, program, max_preemptions=2)
+    assert any_kind.found is not None
+    assert (any_kind.found.finding.kind, any_kind.found.preemptions) == ("invariant-I1", 1)
+    r = check_program(variant, program, max_preemptions=2, kind="invariant-I10")
+    assert r.found is not None
+    assert (r.found.finding.kind, r.found.preemptions) == ("invariant-I10", 2)
+    out = execute(variant, program, r.found.decisions)
+    assert out.finding is not None and out.finding.kind == "invariant-I10"
+
+
+def test_shrink_ends_with_the_shortest_of_its_own_kind():
+    """shortest() keeps the kind it is given; it used to give up when another kind came
+    first, and left this I10 at 23 preemptions."""
+    from rmapfuzz.explore.minimize import shortest
+
+    variant, program = BUILTIN["per-anon-vma-lock-adjust"], parse_ops(_TWO_TREE_EDITORS)
+    found = execute(variant, program, _I10_23_PREEMPTIONS)
+    assert found.finding is not None and found.finding.kind == "invariant-I10"
+    assert found.result.preemptions == 23
+    out = shortest(variant, found)
+    assert out.finding is not None and out.finding.kind == "invariant-I10"
+    assert out.result.preemptions == 2
+
+
 def test_mainline_clean_up_to_one_preemption():
     r = check_program(BUILTIN["mainline"], PROGRAMS["split-migrate"], max_preemptions=1)
     assert r.found is None and r.proved == 1 and not r.capped
