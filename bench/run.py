@@ -1,17 +1,18 @@
 """Benchmarks of the explorers, all in one run on one machine.
 
-    python3 bench/run.py [--quick] [--variants V,V,...] [--out DIR]
+    python3 bench/run.py [--quick] [--variants V,V,...] [--seeds N] [--out DIR]
 
 Compares the ``hypothesis`` explorer (the state machine: choices per operation and per
 preemption), the ``random`` explorer, and the naive baseline machine (bench/naive.py: one
 Hypothesis rule per atomic step): programs/s (a program is one interleaving; a Hypothesis
 example of the state machine runs several), atomic steps/s and Hypothesis choices per program
-on mainline; time to the first finding per buggy variant (median of the seeds; an explorer
-that does not find within the limit counts as the limit), the shrunk trace (operations,
-preemptions, steps) and the shrink time.  Writes the keys machine, date, throughput,
-first_finding and checks of DIR/results.json (its other keys are kept, see results_file.py) and
-DIR/results.md; DIR is --out (default bench/).  --quick is a smoke test of this script and
-writes nothing.
+on mainline; time to the first finding per buggy variant (median of seeds 1..N, N = 11 by
+default: programs to a first finding are geometric, and a median of 5 seeds moved by 2x
+between runs; an explorer that does not find within the limit counts as the limit), the
+shrunk trace (operations, preemptions, steps) and the shrink time.  Writes the keys machine,
+date, throughput, first_finding and checks of DIR/results.json (its other keys are kept, see
+results_file.py) and DIR/results.md; DIR is --out (default bench/).  --quick is a smoke test
+of this script and writes nothing.
 """
 
 from __future__ import annotations
@@ -151,12 +152,19 @@ def main() -> int:
     ap.add_argument(
         "--variants", default=",".join(BUGGY), help=f"buggy variants to time (default: {BUGGY})"
     )
+    ap.add_argument(
+        "--seeds", type=int, default=11, help="seeds 1..N per explorer and variant (default 11)"
+    )
     ap.add_argument("--out", type=Path, default=HERE, help="where to write (default: bench/)")
     args = ap.parse_args()
+    if args.seeds < 1:
+        ap.error(f"--seeds must be at least 1, got {args.seeds}")
     variants = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in variants if v not in BUILTIN]:
         ap.error(f"unknown variant(s): {', '.join(unknown)}")
-    secs, seeds, limit = (3.0, range(1, 3), 10.0) if args.quick else (20.0, range(1, 6), 60.0)
+    secs, seeds, limit = (
+        (3.0, range(1, 3), 10.0) if args.quick else (20.0, range(1, args.seeds + 1), 60.0)
+    )
     results: dict[str, Any] = {
         "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),

@@ -44,6 +44,13 @@ def test_quick_runs_and_writes_nothing(script, tmp_path):
         assert "- lockless-walk: shrink optimal: " in p.stdout
 
 
+def test_run_refuses_an_impossible_seed_count(tmp_path):
+    p = bench("run.py", "--seeds", "0", "--out", str(tmp_path), cwd=tmp_path)
+    assert p.returncode == 2
+    assert "--seeds must be at least 1, got 0" in p.stderr.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_variants_keeps_the_keys_it_does_not_own(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
