@@ -165,7 +165,7 @@ class Engine:
                 choice = scheduler.pick(runnable, self.last)
                 if choice is None:
                     break
-                self.decide(*choice)
+                self.decide(*choice, runnable=runnable)
             self.finish()
         except FindingError as e:
             return self.result(e)
@@ -207,16 +207,19 @@ class Engine:
 
     def runnable(self) -> tuple[int, ...]:
         """The ids of the tasks that can take a step now (raises on deadlock)."""
-        runnable = tuple(t.tid for t in self.tasks if not t.done and self._runnable(t))
+        runnable = tuple([t.tid for t in self.tasks if not t.done and self._runnable(t)])
         if not runnable:
             live = [t for t in self.tasks if not t.done]
             if live:
                 self._deadlock(live)
         return runnable
 
-    def decide(self, tid: int, budget: int) -> None:
-        """Let task ``tid`` run ``budget`` steps (0: until it blocks or finishes)."""
-        runnable = self.runnable()
+    def decide(self, tid: int, budget: int, *, runnable: tuple[int, ...] | None = None) -> None:
+        """Let task ``tid`` run ``budget`` steps (0: until it blocks or finishes).  A caller
+        that has just asked :meth:`runnable` passes its answer, which saves asking again (a
+        random walk decides at every step)."""
+        if runnable is None:
+            runnable = self.runnable()
         if tid not in runnable:
             raise ReplayDivergence(len(self.trace), tid, runnable)
         d = self.decisions

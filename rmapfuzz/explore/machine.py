@@ -453,7 +453,7 @@ class RmapMachine(RuleBasedStateMachine):
     def _follow(self, sched: Any) -> None:
         engine = self.engine
         while runnable := engine.runnable():
-            engine.decide(*sched.pick(runnable, engine.last))
+            engine.decide(*sched.pick(runnable, engine.last), runnable=runnable)
 
     def _finish(self) -> None:
         self.finished = True

@@ -208,6 +208,8 @@ class PctScheduler:
         #: per task: how many steps, releases, writes, RCU steps it has taken
         self.seen = [[0, 0, 0, 0] for _ in range(n)]
         self._mark: int | None = None
+        #: some priorities differ (else every runnable task ties: a walk before its holds)
+        self._ranked = len(set(self.prio)) > 1
 
     def _account(self, tid: int) -> None:
         """Count what task ``tid`` did since the last pick and fire its change points."""
@@ -228,6 +230,7 @@ class PctScheduler:
         pending = self.changes[tid]
         for ch in [c for c in pending if seen[c[0]] >= c[1]]:
             self.prio[tid] = ch[2]
+            self._ranked = True
             pending.remove(ch)
 
     def pick(self, runnable: tuple[int, ...], last: int | None) -> tuple[int, int]:
@@ -235,8 +238,10 @@ class PctScheduler:
             self._account(last)  # counts are read only for pending change points
         self._mark = len(self.engine.trace)
         if self.tie_break is not None:
-            top = max(self.prio[t] for t in runnable)
-            ties = [t for t in runnable if self.prio[t] == top]
+            ties = runnable
+            if self._ranked and len(runnable) > 1:
+                top = max(self.prio[t] for t in runnable)
+                ties = tuple(t for t in runnable if self.prio[t] == top)
             return ties[self.tie_break.randrange(len(ties))], 1
         tid = max(runnable, key=lambda t: self.prio[t])
         pending = self.changes[tid]
