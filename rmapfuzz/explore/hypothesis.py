@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from hypothesis import seed as hypothesis_seed
-from hypothesis.stateful import run_state_machine_as_test
 
-from rmapfuzz.explore.machine import RmapFinding, RmapMachine, examples_for, machine_settings
+from rmapfuzz.explore.machine import (
+    RmapFinding,
+    RmapMachine,
+    examples_for,
+    machine_settings,
+    run_machine,
+)
 from rmapfuzz.explore.minimize import minimize
 from rmapfuzz.explore.random import Exploration
 from rmapfuzz.kernel.variants import Mainline
@@ -60,9 +65,9 @@ def explore_hypothesis(
         hypothesis_seed(seed * 1_000_003 + r)(machine)
         r += 1
         try:
-            run_state_machine_as_test(
+            run_machine(
                 machine,
-                settings=machine_settings(
+                machine_settings(
                     examples_for(n, machine.programs_per_example),
                     database,
                     reuse=reuse,

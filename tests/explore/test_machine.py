@@ -168,6 +168,20 @@ def test_more_work_costs_no_more_choices(monkeypatch):
     assert heavy.choices == light.choices, (light, heavy)
 
 
+def test_database_key_names_the_variant_its_knobs_and_cpus():
+    """Examples saved for one machine are not replayed for another: the key differs with the
+    variant, its knobs, its CPUs and the machine class, and is the same for the same ones."""
+    base = RmapMachine.for_variant(Mainline)
+    keys = {
+        RmapMachine.for_variant(Mainline).database_key(),
+        RmapMachine.for_variant(LocklessWalk).database_key(),
+        RmapMachine.for_variant(Mainline, cpus=3).database_key(),
+        RmapMachine.for_variant(Mainline, knobs={"x": 1}).database_key(),
+        type("Sub", (base,), {}).database_key(),
+    }
+    assert len(keys) == 5 and base.database_key() in keys
+
+
 # ------------------------------------------------------------------ shrinking
 
 
