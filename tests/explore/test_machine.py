@@ -168,6 +168,27 @@ def test_more_work_costs_no_more_choices(monkeypatch):
     assert heavy.choices == light.choices, (light, heavy)
 
 
+def test_hypothesis_mutations_of_a_machine_example_run_nothing(monkeypatch):
+    """skip_futile_mutations() loses nothing: Hypothesis's span mutator, let loose on the
+    machine's examples, never gets a new test case run (its only same-label spans are the
+    stateful runner's own)."""
+    from hypothesis.internal.conjecture.engine import ConjectureRunner
+
+    machine_mod.skip_futile_mutations()
+    original = ConjectureRunner.generate_mutations_from.__wrapped__
+    ran: list[int] = []
+
+    def counting(self, data):
+        before = self.call_count
+        original(self, data)
+        ran.append(self.call_count - before)
+
+    counting._rmapfuzz = True  # not wrapped again by the machine
+    monkeypatch.setattr(ConjectureRunner, "generate_mutations_from", counting)
+    explore_hypothesis(Mainline, seed=1, max_examples=400)
+    assert len(ran) > 50 and sum(ran) == 0, ran
+
+
 def test_database_key_names_the_variant_its_knobs_and_cpus():
     """Examples saved for one machine are not replayed for another: the key differs with the
     variant, its knobs, its CPUs and the machine class, and is the same for the same ones."""
