@@ -47,7 +47,10 @@ class Scheduler(Protocol):
 class Observer(Protocol):
     """Oracles implement any of (all optional): on_step(engine, index, task, event, result),
     on_mark(engine, task, mark), on_op_end(engine, task), on_quiescent(engine) -- the last
-    after each setup operation and after the last task."""
+    after each setup operation and after the last task.  An oracle whose on_step looks at
+    some event classes only names them in ``step_events``; the engine then calls it for
+    steps of those classes alone (a step costs ~15 us, and each call of an oracle that
+    returns at once ~0.4 us of it)."""
 
 
 class Task:
@@ -133,7 +136,15 @@ class Engine:
         self.trace: list[tuple[int, int, int, str, Any, Any]] = []
         self.tasks: list[Task] = []
         self.cpu_current: list[Task | None] = [None] * ncpus
-        self._step_obs = [o.on_step for o in self.observers if hasattr(o, "on_step")]
+        #: per event class, the on_step methods that want its steps
+        self._step_obs = {
+            cls: [
+                o.on_step
+                for o in self.observers
+                if hasattr(o, "on_step") and cls in getattr(o, "step_events", (cls,))
+            ]
+            for cls in _HANDLERS
+        }
         self._mark_obs = [o.on_mark for o in self.observers if hasattr(o, "on_mark")]
         self._opend_obs = [o.on_op_end for o in self.observers if hasattr(o, "on_op_end")]
         self._quiescent_obs = [o.on_quiescent for o in self.observers if hasattr(o, "on_quiescent")]
@@ -298,7 +309,7 @@ class Engine:
             self.trace.append((t.tid, t.cpu, t.op_index, t.pending_fn, e, "!"))
             raise
         self.trace.append((t.tid, t.cpu, t.op_index, t.pending_fn, e, result))
-        for obs in self._step_obs:
+        for obs in self._step_obs[type(e)]:
             obs(self, index, t, e, result)
         self._advance(t, result)
 

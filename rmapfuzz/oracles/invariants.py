@@ -48,6 +48,9 @@ def _fail(inv: str, message: str) -> FindingError:
 
 
 class InvariantOracle:
+    #: the only events on_step looks at
+    step_events = frozenset({ev.Rmw, ev.Store})
+
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
 

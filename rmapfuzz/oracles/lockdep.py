@@ -86,6 +86,9 @@ class LockdepOracle:
     ``edges[(a, b)]`` remembers where the dependency a -> b was first seen (step, task,
     kernel function, operation), so that a report names both sides of an inversion."""
 
+    #: the only events on_step looks at
+    step_events = frozenset({ev.Acquire, ev.TryAcquire, ev.Release})
+
     def __init__(self, kernel: Any = None) -> None:
         self.kernel = kernel
         self.held: dict[int, list[_Held]] = {}

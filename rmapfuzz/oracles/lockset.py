@@ -219,6 +219,9 @@ def _fields(obj: Any) -> Iterator[Any]:
 class LocksetOracle:
     """Observer: check each write against :data:`RULES`; collect :attr:`violations`."""
 
+    #: the only events on_step looks at
+    step_events = frozenset({ev.Store, ev.Rmw, ev.Alloc, ev.Free})
+
     #: at most this many violations are kept (the count goes on)
     LIMIT = 50
 

@@ -53,6 +53,9 @@ class _Active:
 
 
 class TornChainOracle:
+    #: the only events on_step looks at
+    step_events = frozenset({ev.Store, ev.Alloc, ev.Load})
+
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self.active: dict[int, _Active] = {}

@@ -58,6 +58,25 @@ def test_lost_update_serial_schedule():
     assert [t.done for t in r.tasks] == [True, True]
 
 
+def test_an_observer_sees_the_steps_of_the_event_classes_it_names():
+    """on_step sees every step, or with ``step_events`` the steps of those classes only."""
+
+    class Every:
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, type]] = []
+
+        def on_step(self, eng, index, t, e, result) -> None:
+            self.seen.append((index, type(e)))
+
+    class Stores(Every):
+        step_events = frozenset({ev.Store})
+
+    every, stores = Every(), Stores()
+    Engine(ncpus=2, observers=[every, stores]).run(_racy_incr(Cell(1)), ReplayScheduler([]))
+    assert [c for _, c in every.seen] == [ev.Load, ev.Store] * 2
+    assert stores.seen == [(1, ev.Store), (3, ev.Store)]
+
+
 def test_lost_update_preempted_between_load_and_store():
     """Preempting an unlocked x++ between its load and store loses the other CPU's update."""
     c = Cell(1)
