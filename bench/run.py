@@ -6,18 +6,28 @@ Compares the ``hypothesis`` explorer (the state machine: choices per operation a
 preemption), the ``random`` explorer, and the naive baseline machine (bench/naive.py: one
 Hypothesis rule per atomic step): programs/s (a program is one interleaving; a Hypothesis
 example of the state machine runs several), atomic steps/s and Hypothesis choices per program
-on mainline; time to the first finding per buggy variant (median of seeds 1..N, N = 11 by
-default: programs to a first finding are geometric, and a median of 5 seeds moved by 2x
-between runs; an explorer that does not find within the limit counts as the limit), the
-shrunk trace (operations, preemptions, steps) and the shrink time.  Writes the keys machine,
-date, throughput, first_finding and checks of DIR/results.json (its other keys are kept, see
-results_file.py) and DIR/results.md; DIR is --out (default bench/).  --quick is a smoke test
-of this script and writes nothing.
+on mainline; time and programs to the first finding per buggy variant (median of seeds 1..N,
+N = 11 by default: programs to a first finding are geometric, and a median of 5 seeds moved by
+2x between runs; an explorer that does not find within the limit counts as the limit), the
+shrunk trace (operations, preemptions, steps) and the shrink time.
+
+The explorers take turns, so that a machine that speeds up or slows down meanwhile (these are
+shared machines: the same work took 20% longer from one minute to the next) weighs on each
+alike: throughput is measured in slices of a fixed number of programs (:data:`SLICE`), one
+per seed 1..5, each explorer's slice after the other's; first findings seed by seed, each
+explorer on the seed in turn.  Each timed run
+starts after a full garbage collection, so that it does not pay for the garbage of the run
+before (a shrink leaves much: one seed took 0.06 s alone and 0.67 s after six shrinks).
+
+Writes the keys machine, date, throughput, first_finding and checks of DIR/results.json (its
+other keys are kept, see results_file.py) and DIR/results.md; DIR is --out (default bench/).
+--quick is a smoke test of this script and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
 import statistics
 import sys
@@ -41,9 +51,11 @@ BUGGY = ("lockless-walk", "page-anon-vma-lock", "linus-2012")
 
 
 def _run(
-    explorer: str, variant: str, seed: int, *, time_limit: float, max_examples: int | None = None
-) -> dict[str, Any]:
+    explorer: str, variant: str, seed: int, *, time_limit: float | None,
+    max_examples: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     cls = BUILTIN[variant]
+    gc.collect()
     t0 = time.perf_counter()
     machine = None
     if explorer == "random":
@@ -51,6 +63,7 @@ def _run(
             cls, seed=seed, settings=GenSettings(), time_limit=time_limit, max_examples=max_examples
         )
         first = ex.elapsed_s if ex.outcome else None
+        programs = ex.example_index + 1 if ex.example_index is not None else None
     else:
         base = NaiveMachine if explorer == "naive" else RmapMachine
         machine = base.for_variant(cls)
@@ -59,6 +72,7 @@ def _run(
         )
         at = machine.stats.first_failure_at
         first = at - t0 if at is not None else None
+        programs = machine.stats.first_failure_examples
     out = ex.outcome
     row: dict[str, Any] = {
         "explorer": explorer,
@@ -69,6 +83,7 @@ def _run(
         "elapsed_s": round(ex.elapsed_s, 3),
         "found": out is not None,
         "first_finding_s": round(first, 3) if first is not None else None,
+        "programs": programs,  # drawn up to and including the first failing one
         "shrink_s": round(ex.elapsed_s - first, 3) if first is not None else None,
         "kind": out.finding.kind if out else None,
         "ops": out.program.n_ops if out else None,
@@ -76,23 +91,63 @@ def _run(
         "shrunk_steps": out.result.steps if out else None,
     }
     if machine is not None and ex.examples:
+        row["choices"] = machine.stats.choices
         row["choices_per_example"] = round(machine.stats.choices / ex.examples, 1)
         row["repeated"] = machine.stats.repeated  # programs drawn again, not run again
     return row
 
 
-def throughput(explorer: str, seconds: float) -> dict[str, Any]:
-    r = _run(explorer, "mainline", 1, time_limit=seconds)
-    r["examples_per_s"] = round(r["examples"] / r["elapsed_s"], 1)
-    r["steps_per_s"] = round(r["steps"] / r["elapsed_s"])
-    return r
+def warm(explorers: tuple[str, ...]) -> None:
+    """Imports, caches, Hypothesis's first run: every timed run is a later run of the process."""
+    for e in explorers:
+        _run(e, "mainline", 0, time_limit=1.0)
 
 
-def first_finding(explorer: str, variant: str, seeds: range, limit: float) -> dict[str, Any]:
-    # warm the process first (imports, caches, Hypothesis's first run): every explorer's seeds
-    # are timed as the second and later runs of a process, not only the later seeds'
-    _run(explorer, "mainline", 0, time_limit=1.0)
-    runs = [_run(explorer, variant, s, time_limit=limit) for s in seeds]
+#: programs per explorer in one throughput slice: a few seconds each (for hypothesis one round)
+SLICE = {"hypothesis": 400, "random": 800, "naive": 100}
+
+
+def throughput(
+    explorers: tuple[str, ...], seeds: range, scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """Mainline: per seed a slice of :data:`SLICE` programs (times ``scale``) per explorer,
+    the explorers in turn."""
+    warm(explorers)
+    runs: dict[str, list[dict[str, Any]]] = {e: [] for e in explorers}
+    for s in seeds:
+        for e in explorers:
+            n = max(1, round(SLICE[e] * scale))
+            runs[e].append(_run(e, "mainline", s, time_limit=None, max_examples=n))
+    out = []
+    for e, rs in runs.items():
+        examples, steps = sum(r["examples"] for r in rs), sum(r["steps"] for r in rs)
+        elapsed = sum(r["elapsed_s"] for r in rs)
+        row: dict[str, Any] = {
+            "explorer": e, "seeds": [r["seed"] for r in rs], "examples": examples,
+            "steps": steps, "elapsed_s": round(elapsed, 3),
+            "examples_per_s": round(examples / elapsed, 1), "steps_per_s": round(steps / elapsed),
+        }  # fmt: skip
+        if "choices" in rs[0]:
+            row["choices_per_example"] = round(sum(r["choices"] for r in rs) / examples, 1)
+        out.append(row)
+    return out
+
+
+def first_findings(
+    variant: str, explorers: tuple[str, ...], seeds: range, limit: float
+) -> list[dict[str, Any]]:
+    """Per explorer: time to the first finding of ``variant`` per seed (the explorers take
+    turns on each seed) and the medians."""
+    runs: dict[str, list[dict[str, Any]]] = {e: [] for e in explorers}
+    for s in seeds:
+        for e in explorers:
+            runs[e].append(_run(e, variant, s, time_limit=limit))
+    return [summary(e, variant, rs, limit) for e, rs in runs.items()]
+
+
+def summary(
+    explorer: str, variant: str, runs: list[dict[str, Any]], limit: float
+) -> dict[str, Any]:
     times = [r["first_finding_s"] if r["found"] else limit for r in runs]
     found = [r for r in runs if r["found"]]
 
@@ -107,6 +162,7 @@ def first_finding(explorer: str, variant: str, seeds: range, limit: float) -> di
         "found": len(found),
         "of": len(runs),
         "median_first_finding_s": round(statistics.median(times), 3),
+        "median_programs": med("programs"),
         "median_ops": med("ops"),
         "median_preemptions": med("preemptions"),
         "median_shrunk_steps": med("shrunk_steps"),
@@ -127,14 +183,15 @@ def table(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| variant | explorer | found | median s to first finding | shrunk ops | "
-        "preemptions | steps | median shrink s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | explorer | found | median s to first finding | median programs | "
+        "shrunk ops | preemptions | steps | median shrink s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for f in results["first_finding"]:
         lines.append(
             f"| {f['variant']} | {f['explorer']} | {f['found']}/{f['of']} | "
-            f"{f['median_first_finding_s']} | {f['median_ops']} | {f['median_preemptions']} | "
+            f"{f['median_first_finding_s']} | {f['median_programs']} | {f['median_ops']} | "
+            f"{f['median_preemptions']} | "
             f"{f['median_shrunk_steps']} | {f['median_shrink_s']} |"
         )
     c = results["checks"]
@@ -162,17 +219,23 @@ def main() -> int:
     variants = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in variants if v not in BUILTIN]:
         ap.error(f"unknown variant(s): {', '.join(unknown)}")
-    secs, seeds, limit = (
-        (3.0, range(1, 3), 10.0) if args.quick else (20.0, range(1, args.seeds + 1), 60.0)
+    scale, slices, seeds, limit = (
+        (0.1, range(1, 3), range(1, 3), 10.0)
+        if args.quick
+        else (1.0, range(1, 6), range(1, args.seeds + 1), 60.0)
     )
+    explorers = ("hypothesis", "random", "naive")
     results: dict[str, Any] = {
         "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
-        "throughput": [throughput(e, secs) for e in ("hypothesis", "random", "naive")],
+        "throughput": throughput(explorers, slices, scale),
         "first_finding": [
-            first_finding(e, v, seeds, limit) for v in variants for e in ("hypothesis", "random")
-        ]
-        + [first_finding("naive", "lockless-walk", seeds, limit)],
+            f
+            for v in variants
+            for f in first_findings(
+                v, explorers if v == "lockless-walk" else explorers[:2], seeds, limit
+            )
+        ],  # fmt: skip
     }
     tp = {t["explorer"]: t for t in results["throughput"]}
     ff = {(f["explorer"], f["variant"]): f for f in results["first_finding"]}
