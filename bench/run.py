@@ -15,9 +15,9 @@ The explorers take turns, so that a machine that speeds up or slows down meanwhi
 shared machines: the same work took 20% longer from one minute to the next) weighs on each
 alike: throughput is measured in slices of a fixed number of programs (:data:`SLICE`), one
 per seed 1..5, each explorer's slice after the other's; first findings seed by seed, each
-explorer on the seed in turn.  Each timed run
-starts after a full garbage collection, so that it does not pay for the garbage of the run
-before (a shrink leaves much: one seed took 0.06 s alone and 0.67 s after six shrinks).
+explorer on the seed in turn.  Each timed run starts after a full garbage collection, so that
+it does not pay for the garbage of the run before (a shrink leaves much: one seed took 0.06 s
+alone and 0.67 s after six shrinks).
 
 Writes the keys machine, date, throughput, first_finding and checks of DIR/results.json (its
 other keys are kept, see results_file.py) and DIR/results.md; DIR is --out (default bench/).

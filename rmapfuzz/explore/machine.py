@@ -231,10 +231,10 @@ def machine_settings(
     )
 
 
-def run_machine(machine: type[RmapMachine], settings: settings) -> None:
+def run_machine(machine: type[RmapMachine], run_settings: settings) -> None:
     """Hypothesis's ``run_state_machine_as_test`` under :meth:`RmapMachine.database_key`
     (``get_state_machine_test`` is the test it runs, split out for HypoFuzz)."""
-    test = get_state_machine_test(machine, settings=settings)
+    test = get_state_machine_test(machine, settings=run_settings)
     test._hypothesis_internal_database_key = machine.database_key()  # as hypothesis.find() does
     test()
 
