@@ -88,4 +88,8 @@ def explore_hypothesis(
             progress(ex)
     ex.examples, ex.steps = stats.examples, stats.steps
     ex.elapsed_s = time.perf_counter() - t0
+    # the programs that ran clean only spare Hypothesis's replays within this exploration;
+    # Hypothesis's caches keep every machine class, and so its stats, for the whole process
+    # (a --keep-going job makes a machine per round)
+    stats.clean.clear()
     return ex

@@ -189,6 +189,19 @@ def test_hypothesis_mutations_of_a_machine_example_run_nothing(monkeypatch):
     assert len(ran) > 50 and sum(ran) == 0, ran
 
 
+def test_an_exploration_drops_its_clean_programs_when_it_ends():
+    """Hypothesis keeps every machine class alive for the process, and with it its stats: the
+    clean-program cache (up to 100,000 programs) must not outlive its exploration."""
+    m = RmapMachine.for_variant(Mainline)
+    seen: list[int] = []
+    explore_hypothesis(
+        Mainline, seed=1, max_examples=40, machine=m,
+        progress=lambda ex: seen.append(len(m.stats.clean)),
+    )  # fmt: skip
+    assert seen and seen[-1] > 0
+    assert m.stats.clean == set() and m.stats.examples >= 40
+
+
 def test_database_key_names_the_variant_its_knobs_and_cpus():
     """Examples saved for one machine are not replayed for another: the key differs with the
     variant, its knobs, its CPUs and the machine class, and is the same for the same ones."""
