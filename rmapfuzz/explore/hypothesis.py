@@ -44,8 +44,11 @@ def explore_hypothesis(
     machine: type[RmapMachine] | None = None,
     reuse: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    shrink: bool = True,
 ) -> Exploration:
-    """Run the machine until a finding (shrunk), ``max_examples`` or ``time_limit`` seconds."""
+    """Run the machine until a finding (shrunk, unless ``shrink`` is off: the benchmarks time
+    first findings on more seeds than they shrink), ``max_examples`` or ``time_limit``
+    seconds."""
     machine = machine or RmapMachine.for_variant(variant, knobs=knobs, cpus=cpus, label=label)
     stats = machine.stats
     if should_stop is not None:
@@ -72,10 +75,13 @@ def explore_hypothesis(
                     database,
                     reuse=reuse,
                     step_count=machine.step_count,
+                    shrink=shrink,
                 ),
             )
         except RmapFinding as e:
-            ex.outcome = minimize(machine.variant, e.outcome, knobs=machine.knobs)
+            ex.outcome = (
+                minimize(machine.variant, e.outcome, knobs=machine.knobs) if shrink else e.outcome
+            )
             break
         except KeyboardInterrupt:
             # interrupted (a job's Ctrl-C): keep the latest failing example, unshrunk

@@ -212,10 +212,14 @@ def machine_settings(
     *,
     reuse: bool = True,
     step_count: int = 1,
+    shrink: bool = True,
 ) -> settings:
     """Hypothesis settings for the machine; ``reuse`` replays what the database holds first (a
-    resumed job), off for later rounds of a --keep-going job."""
-    phases = [Phase.explicit, Phase.generate, Phase.target, Phase.shrink]
+    resumed job), off for later rounds of a --keep-going job; ``shrink`` off reports the first
+    failing example as it was found."""
+    phases = [Phase.explicit, Phase.generate, Phase.target]
+    if shrink:
+        phases.append(Phase.shrink)
     if reuse and database:
         phases.insert(1, Phase.reuse)
     return settings(

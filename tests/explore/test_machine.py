@@ -202,6 +202,22 @@ def test_an_exploration_drops_its_clean_programs_when_it_ends():
     assert m.stats.clean == set() and m.stats.examples >= 40
 
 
+def test_without_shrinking_the_finding_is_the_failing_example_as_found(monkeypatch):
+    """shrink=False (the benchmarks' unshrunk seeds): neither Hypothesis's shrinker nor
+    minimize runs; the finding is the failing example's."""
+    from rmapfuzz.explore import hypothesis as hyp_mod
+
+    def no_minimize(*args, **kwargs):
+        raise AssertionError("minimize ran")
+
+    monkeypatch.setattr(hyp_mod, "minimize", no_minimize)
+    m = RmapMachine.for_variant(LocklessWalk)
+    ex = explore_hypothesis(LocklessWalk, seed=1, max_examples=3000, machine=m, shrink=False)
+    assert ex.outcome is not None and ex.outcome is m.stats.last
+    assert m.stats.first_failure_examples is not None
+    assert ex.examples <= m.stats.first_failure_examples + m.programs_per_example  # its replay
+
+
 def test_database_key_names_the_variant_its_knobs_and_cpus():
     """Examples saved for one machine are not replayed for another: the key differs with the
     variant, its knobs, its CPUs and the machine class, and is the same for the same ones."""
