@@ -1,12 +1,15 @@
 """bench/results.json, the one JSON file of the benchmarks.
 
 Each script owns some top-level keys and rewrites only those, keeping every other key as it
-finds it: run.py owns ``machine``, ``date``, ``throughput``, ``first_finding`` and ``checks``;
+finds it: run.py owns ``machine``, ``date``, ``seeds``, ``shrink_seeds``, ``throughput``,
+``first_finding`` and ``checks``;
 variants.py owns ``variants``; exhaustive.py owns ``exhaustive``.  The read-modify-write holds
 an exclusive lock on the directory and replaces the file atomically, so two scripts finishing
 at once do not lose each other's keys.
 
-* run.py: ``machine`` {python, platform}, ``date``, ``throughput`` (per explorer on mainline),
+* run.py: ``machine`` {python, platform}, ``date``, ``seeds`` and ``shrink_seeds`` (first
+  findings over seeds 1..seeds, shrinks over 1..shrink_seeds), ``throughput`` (per explorer on
+  mainline),
   ``first_finding`` (per explorer and variant, its ``runs`` per seed), ``checks``;
 * ``variants``: {machine, date, time_limit_s, seeds, explorers, ``rows`` (per variant, explorer
   and seed: found, first_finding_s, programs, examples, elapsed_s, kind; hypothesis rows also

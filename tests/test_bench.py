@@ -44,10 +44,17 @@ def test_quick_runs_and_writes_nothing(script, tmp_path):
         assert "- lockless-walk: shrink optimal: " in p.stdout
 
 
-def test_run_refuses_an_impossible_seed_count(tmp_path):
-    p = bench("run.py", "--seeds", "0", "--out", str(tmp_path), cwd=tmp_path)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--seeds", "0"), "--seeds must be at least 1, got 0"),
+        (("--seeds", "3", "--shrink-seeds", "4"), "--shrink-seeds must be between 0 and --seeds"),
+    ],
+)
+def test_run_refuses_an_impossible_seed_count(tmp_path, args, message):
+    p = bench("run.py", *args, "--out", str(tmp_path), cwd=tmp_path)
     assert p.returncode == 2
-    assert "--seeds must be at least 1, got 0" in p.stderr.strip().splitlines()[-1]
+    assert message in p.stderr.strip().splitlines()[-1]
     assert list(tmp_path.iterdir()) == []
 
 
