@@ -525,7 +525,7 @@ class _Search:
                 before = marks.n
                 fp = pending_fp(tid) if reduction else None
                 try:
-                    eng.decide(tid, 1)
+                    eng.decide(tid, 1, runnable=runnable)
                 finally:
                     if reduction:
                         gread = False
